@@ -1,0 +1,45 @@
+# Two commands for a fresh machine:  make figures   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.lengthgen-installed
+CORES  ?= all
+SNAKE_ARGS ?=
+
+.PHONY: figures test test-gpu test-slurm all dryrun-paper wheelhouse bench lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e ".[workflow,hub,test]"
+	touch $(STAMP)
+
+figures: $(STAMP)  ## render every figure and table from the committed results
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores $(CORES) figures $(SNAKE_ARGS)
+
+all: $(STAMP)  ## recompute everything the default config describes (GPU)
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores $(CORES) all $(SNAKE_ARGS)
+
+test: $(STAMP)  ## CPU test suite (tests/gpu skip without CUDA)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
+
+test-gpu: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests/gpu
+
+dryrun-paper: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake -n --configfile config/paper.yaml all
+
+# Wheels for air-gapped GPU nodes (torch and triton come from the node's own install).
+WHEELHOUSE ?= wheelhouse
+FLA_VERSION ?= 0.6.0
+MAMBA_VERSION ?= 2.3.2.post1
+wheelhouse: $(STAMP)
+	mkdir -p $(WHEELHOUSE)
+	$(PY) -m pip download --no-deps -d $(WHEELHOUSE) "fla-core==$(FLA_VERSION)" "flash-linear-attention==$(FLA_VERSION)" einops
+	MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE $(PY) -m pip wheel --no-deps --no-build-isolation -w $(WHEELHOUSE) "mamba-ssm==$(MAMBA_VERSION)"
+	$(PY) -m pip wheel --no-deps -w $(WHEELHOUSE) .
+	ls -1 $(WHEELHOUSE)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,54 @@
+"""The ``lengthgen`` console script: one subcommand per stage.
+
+Every module in ``lengthgen.stages`` is a stage. It defines ``NAME`` (the subcommand),
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Stages are thin: they
+parse a config, call the library and write results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import __version__, stages
+
+
+def _stage_modules():
+    for info in sorted(pkgutil.iter_modules(stages.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{stages.__name__}.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            yield mod
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lengthgen", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lengthgen {__version__}")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for mod in _stage_modules():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=(mod.__doc__ or mod.HELP).strip())
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    from .config import ConfigError
+
+    try:
+        return int(args._run(args) or 0)
+    except ConfigError as e:
+        print(f"lengthgen {args.stage}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

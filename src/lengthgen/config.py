@@ -1,0 +1,114 @@
+"""One config schema for every stage and for the Snakemake workflow.
+
+``load_config(path, overrides)`` reads YAML, applies dotted ``key=value`` overrides, fills the
+schema's defaults and validates; an unknown or mistyped key is an error naming it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+SCHEMA_RESOURCE = "schema/config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that does not match the schema; the message names the key and the fix."""
+
+
+def schema() -> dict:
+    return yaml.safe_load(resources.files("lengthgen").joinpath(SCHEMA_RESOURCE).read_text())
+
+
+def schema_path() -> Path:
+    """Filesystem path of the schema (Snakemake's ``validate`` takes a path)."""
+    return Path(str(resources.files("lengthgen").joinpath(SCHEMA_RESOURCE)))
+
+
+def _fill_defaults(node: dict, value: Any) -> Any:
+    if node.get("type") == "object" or "properties" in node:
+        value = {} if value is None else value
+        if isinstance(value, dict):
+            for key, sub in node.get("properties", {}).items():
+                if key not in value and "default" in sub:
+                    value[key] = copy.deepcopy(sub["default"])
+                if key in value:
+                    value[key] = _fill_defaults(sub, value[key])
+    return value
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.steps=30)")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = cfg
+        for p in parts[:-1]:
+            if not isinstance(node.get(p, {}), dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a section")
+            node = node.setdefault(p, {})
+        node[parts[-1]] = _parse_scalar(raw)
+    return cfg
+
+
+def _format_error(err) -> str:
+    where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        return f"unknown config key(s) {', '.join(repr(f'{where}.{e}' if where != '<top level>' else e) for e in extra)}; valid keys here: {', '.join(allowed)}"
+    return f"config key {where!r}: {err.message}"
+
+
+def validate(cfg: Mapping) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(_format_error(e) for e in errors))
+
+
+def resolve(cfg: Mapping | None = None, overrides: Iterable[str] = ()) -> dict:
+    """Overrides, then validation, then defaults: the fully resolved config."""
+    cfg = copy.deepcopy(dict(cfg or {}))
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    cfg = _fill_defaults(schema(), cfg)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
+    cfg: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist (see config/ for examples)")
+        cfg = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return resolve(cfg, overrides)
+
+
+def run_config(cfg: Mapping) -> dict:
+    """The part of a config that defines a run (the study grid is dropped)."""
+    return {k: copy.deepcopy(v) for k, v in cfg.items() if k != "study"}
+
+
+def config_hash(cfg: Mapping) -> str:
+    """Stable short hash of the run-defining part of a resolved config."""
+    blob = json.dumps(run_config(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
