@@ -30,15 +30,22 @@ test-gpu: $(STAMP)
 dryrun-paper: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake -n --configfile config/paper.yaml all
 
-# Wheels for air-gapped GPU nodes (torch and triton come from the node's own install).
+# Wheels for air-gapped GPU nodes. torch and triton come from the node's own install; the
+# compiled pieces (rpds-py) are fetched for the node's Python (GPU_PYTHON, default 3.12).
 WHEELHOUSE ?= wheelhouse
+GPU_PYTHON ?= 3.12
 FLA_VERSION ?= 0.6.0
 MAMBA_VERSION ?= 2.3.2.post1
+PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 wheelhouse: $(STAMP)
 	mkdir -p $(WHEELHOUSE)
-	$(PY) -m pip download --no-deps -d $(WHEELHOUSE) "fla-core==$(FLA_VERSION)" "flash-linear-attention==$(FLA_VERSION)" einops
-	MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE $(PY) -m pip wheel --no-deps --no-build-isolation -w $(WHEELHOUSE) "mamba-ssm==$(MAMBA_VERSION)"
-	$(PY) -m pip wheel --no-deps -w $(WHEELHOUSE) .
+	$(PY) -m pip download -q --no-deps -d $(WHEELHOUSE) "fla-core==$(FLA_VERSION)" "flash-linear-attention==$(FLA_VERSION)" \
+		jsonschema jsonschema-specifications referencing
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		$(PLATFORMS) -d $(WHEELHOUSE) rpds-py
+	MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE $(PY) -m pip wheel -q --no-deps --no-build-isolation \
+		-w $(WHEELHOUSE) "mamba-ssm==$(MAMBA_VERSION)"
+	$(PY) -m pip wheel -q --no-deps -w $(WHEELHOUSE) .
 	ls -1 $(WHEELHOUSE)
 
 clean-venv:
