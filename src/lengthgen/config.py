@@ -44,7 +44,16 @@ def _fill_defaults(node: dict, value: Any) -> Any:
 
 
 def _parse_scalar(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+    """YAML scalar, except that plain exponent floats such as ``1e-3`` (strings in YAML 1.1) are floats."""
+    if text == "":
+        return ""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
