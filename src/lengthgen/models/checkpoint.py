@@ -1,0 +1,226 @@
+"""Model folders: our format, mamba-ssm's layout, and the dispatch to the fla-hub loaders.
+
+Our format (written by :func:`save_model`, read by everything) is a folder with
+``config.json`` = ``{"lengthgen": {"arch": ..., "config": {...}}}`` and ``model.safetensors``
+(a tied ``lm_head.weight`` is not stored twice). :func:`load_model` also reads
+
+* mamba-ssm's ``MambaLMHeadModel`` layout (``config.json`` with ``d_model``, ``n_layer``,
+  ``ssm_cfg``... + ``pytorch_model.bin``), e.g. ``state-spaces/mamba-130m``, ``state-spaces/mamba2-130m``;
+* the fla-hub layout (``config.json`` with ``model_type`` ``gla``/``rwkv6``), handed to that
+  arch module's ``load_official``.
+
+A hub name is fetched with ``huggingface_hub.snapshot_download`` (or found in its cache).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from lengthgen.io import atomic_path, write_json
+from lengthgen.models.base import LanguageModel, ModelConfig
+from lengthgen.models.registry import ARCHS, arch_module, instantiate
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TORCH_WEIGHTS_FILE = "pytorch_model.bin"
+HEAD_KEY = "lm_head.weight"
+EMBEDDING_KEY = "backbone.embedding.weight"
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# ---------------------------------------------------------------------------- our format
+def save_model(model: LanguageModel, folder: str | Path) -> Path:
+    """Write ``model`` to ``folder`` in our format. Each file is replaced atomically, and
+    ``config.json`` is written last, so a folder with a config has complete weights."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        del tensors[HEAD_KEY]
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_json(folder / CONFIG_FILE, {"lengthgen": {"arch": model.arch, "config": model.config.to_dict()}})
+    return folder
+
+
+def _load_ours(folder: Path, meta: Mapping[str, Any]) -> LanguageModel:
+    from safetensors.torch import load_file
+
+    arch = meta.get("arch")
+    if arch not in ARCHS:
+        raise ValueError(f"{folder / CONFIG_FILE}: lengthgen.arch is {arch!r}; valid archs: {', '.join(ARCHS)}")
+    config = arch_module(arch).Config.from_dict(meta.get("config", {}))
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder} has a config.json but no {WEIGHTS_FILE}: the checkpoint is incomplete")
+    return model_from_state_dict(arch, config, load_file(str(weights)), source=str(weights))
+
+
+# ---------------------------------------------------------------------------- shared helpers
+def model_from_state_dict(
+    arch: str, config: ModelConfig, state_dict: Mapping[str, Tensor], source: str
+) -> LanguageModel:
+    """A model of ``arch``/``config`` holding exactly ``state_dict`` (our parameter names).
+
+    Built on the meta device (no random init), then filled; a tied head may be absent from
+    ``state_dict`` or equal to the embedding. Missing, unexpected or misshapen keys raise an
+    error naming them and ``source``."""
+    model = instantiate(config, arch, device="meta")
+    sd = dict(state_dict)
+    expected = model.state_dict()
+    if config.tie_embeddings and EMBEDDING_KEY in sd:
+        head = sd.get(HEAD_KEY)
+        if head is not None and not torch.equal(head.to(sd[EMBEDDING_KEY].dtype), sd[EMBEDDING_KEY]):
+            raise ValueError(f"{source}: {HEAD_KEY} differs from {EMBEDDING_KEY} but the config ties them (tie_embeddings)")
+        sd[HEAD_KEY] = sd[EMBEDDING_KEY]
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source} does not match a {arch} model with this config: "
+            f"missing keys {_listing(missing)}; unexpected keys {_listing(unexpected)}"
+        )
+    wrong = [f"{k}: {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{source}: parameter shapes do not match the config: {_listing(wrong)}")
+    model.to_empty(device="cpu")
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def _listing(items: list[str], limit: int = 12) -> str:
+    if not items:
+        return "none"
+    shown = ", ".join(items[:limit])
+    return f"[{shown}{f', ... ({len(items) - limit} more)' if len(items) > limit else ''}]"
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_weights(folder: Path) -> tuple[dict[str, Tensor], str]:
+    """The state dict in ``folder`` (``model.safetensors`` or ``pytorch_model.bin``) and its path."""
+    if (folder / WEIGHTS_FILE).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(folder / WEIGHTS_FILE)), str(folder / WEIGHTS_FILE)
+    if (folder / TORCH_WEIGHTS_FILE).is_file():
+        path = folder / TORCH_WEIGHTS_FILE
+        return torch.load(path, map_location="cpu", weights_only=True), str(path)
+    raise FileNotFoundError(f"{folder} has no weights: expected {WEIGHTS_FILE} or {TORCH_WEIGHTS_FILE}")
+
+
+# ---------------------------------------------------------------------------- mamba-ssm layout
+# MambaConfig defaults (mamba_ssm/models/config_mamba.py) for keys a config.json may omit.
+_MAMBA_SSM_DEFAULTS = {"rms_norm": True, "pad_vocab_size_multiple": 8, "tie_embeddings": True, "d_intermediate": 0}
+# Keys that only select kernels or numerics of the upstream implementation.
+_MAMBA_SSM_IGNORED = {"residual_in_fp32", "fused_add_norm", "use_fast_path", "use_mem_eff_path", "layer_idx"}
+
+
+def mamba_ssm_config(cfg: Mapping[str, Any], source: str = CONFIG_FILE) -> tuple[str, ModelConfig]:
+    """Translate a mamba-ssm ``config.json`` into (arch, our Config); unsupported options are errors."""
+    cfg = {**_MAMBA_SSM_DEFAULTS, **cfg}
+    for key in ("d_model", "n_layer", "vocab_size"):
+        if key not in cfg:
+            raise ValueError(f"{source}: mamba-ssm config lacks {key!r}")
+    if not cfg["rms_norm"]:
+        raise ValueError(f"{source}: LayerNorm models (rms_norm: false) are not supported; lengthgen models use RMSNorm")
+    if cfg["d_intermediate"]:
+        raise ValueError(f"{source}: blocks with an MLP (d_intermediate={cfg['d_intermediate']}) are not supported")
+    if cfg.get("attn_layer_idx"):
+        raise ValueError(f"{source}: hybrid models with attention layers (attn_layer_idx) are not supported")
+    ssm_cfg = {k: v for k, v in (cfg.get("ssm_cfg") or {}).items() if k not in _MAMBA_SSM_IGNORED}
+    layer = ssm_cfg.pop("layer", "Mamba1")
+    arch = {"Mamba1": "mamba1", "Mamba2": "mamba2"}.get(layer)
+    if arch is None:
+        raise ValueError(f"{source}: ssm_cfg.layer {layer!r} is not supported (Mamba1 or Mamba2)")
+    module = arch_module(arch)
+    ssm_cfg = module.from_mamba_ssm_cfg(ssm_cfg, source)
+    fields = {
+        "d_model": cfg["d_model"],
+        "n_layers": cfg["n_layer"],
+        "vocab_size": cfg["vocab_size"],
+        "pad_vocab_size_multiple": cfg["pad_vocab_size_multiple"],
+        "tie_embeddings": cfg["tie_embeddings"],
+        **ssm_cfg,
+    }
+    if "norm_epsilon" in cfg:
+        fields["norm_eps"] = cfg["norm_epsilon"]
+    try:
+        return arch, module.Config.from_dict(fields)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def load_mamba_ssm(folder: str | Path) -> LanguageModel:
+    """A model from a folder in mamba-ssm's layout (``config.json`` + ``pytorch_model.bin``)."""
+    folder = Path(folder)
+    arch, config = mamba_ssm_config(read_json(folder / CONFIG_FILE), str(folder / CONFIG_FILE))
+    state_dict, source = read_weights(folder)
+    return model_from_state_dict(arch, config, state_dict, source)
+
+
+# ---------------------------------------------------------------------------- entry point
+def resolve_folder(path_or_hub_name: str | Path, revision: str | None = None) -> Path:
+    """A local folder as is; a hub name (``owner/name``) through the Hugging Face cache/hub."""
+    path = Path(path_or_hub_name)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path} is a file; a model is a folder (config.json + weights)")
+        return path
+    name = str(path_or_hub_name)
+    if not _HUB_NAME.match(name):
+        raise FileNotFoundError(f"model folder {name} does not exist (and is not a hub name like state-spaces/mamba-130m)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ImportError(f"loading {name} from the hub needs huggingface_hub (pip install huggingface_hub)") from None
+    try:
+        return Path(
+            snapshot_download(name, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"])
+        )
+    except Exception as e:  # offline, unknown repo, network: one actionable message
+        raise FileNotFoundError(
+            f"could not get {name} from the Hugging Face hub ({type(e).__name__}: {e}). On a machine with network "
+            f"run `huggingface-cli download {name} --local-dir <folder>` (or pre-fill the HF cache), "
+            f"then pass that folder instead of the hub name"
+        ) from None
+
+
+def load_model(
+    path_or_hub_name: str | Path,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    revision: str | None = None,
+) -> LanguageModel:
+    """Load a model folder in any supported format (detected from its ``config.json``)."""
+    folder = resolve_folder(path_or_hub_name, revision)
+    if not (folder / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: not a model folder")
+    cfg = read_json(folder / CONFIG_FILE)
+    if "lengthgen" in cfg:
+        model = _load_ours(folder, cfg["lengthgen"])
+    elif cfg.get("model_type") in ARCHS:
+        model = arch_module(cfg["model_type"]).load_official(folder)
+    elif "d_model" in cfg and "n_layer" in cfg:
+        model = load_mamba_ssm(folder)
+    else:
+        raise ValueError(
+            f"{folder / CONFIG_FILE} is not a known model format: expected a lengthgen checkpoint "
+            f"(key 'lengthgen'), an fla-hub config (model_type in {list(ARCHS)}), or a mamba-ssm config "
+            f"(d_model, n_layer, ssm_cfg)"
+        )
+    return model.to(device=device, dtype=dtype)
