@@ -1,0 +1,23 @@
+"""The recurrences, each with an initial state in and a final state out (docs/architecture.md, section 1).
+
+Every op takes ``initial_state`` (None = zeros) and ``backend`` ("auto", "torch" or "kernel") and
+returns ``(output, final_state)``; the plain torch references are exact in float64.
+"""
+
+from lengthgen.ops._backend import BACKENDS
+from lengthgen.ops.conv import causal_conv1d
+from lengthgen.ops.gla import gla_scan
+from lengthgen.ops.initial_state import initial_state_contribution
+from lengthgen.ops.rwkv6 import rwkv6_scan
+from lengthgen.ops.selective_scan import selective_scan
+from lengthgen.ops.ssd import ssd_scan
+
+__all__ = [
+    "BACKENDS",
+    "causal_conv1d",
+    "gla_scan",
+    "initial_state_contribution",
+    "rwkv6_scan",
+    "selective_scan",
+    "ssd_scan",
+]
