@@ -176,6 +176,13 @@ class LanguageModel(nn.Module):
         """float32 for low-precision parameters, else the parameter dtype (float64 stays exact)."""
         return torch.float32 if self.param_dtype in LOW_PRECISION else self.param_dtype
 
+    def set_backend(self, backend: str) -> "LanguageModel":
+        """Pick the ops backend (``auto``, ``torch``, ``kernel``; see ``lengthgen.ops``) of every mixer."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "backend"):
+                module.backend = backend
+        return self
+
     def num_parameters(self) -> int:
         """Unique parameters: a tied embedding/head counts once, padded vocabulary rows included."""
         return sum(p.numel() for p in self.parameters())

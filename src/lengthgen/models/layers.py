@@ -109,3 +109,9 @@ def init_lm_weights(
                     nn.init.kaiming_uniform_(child.weight, a=math.sqrt(5))
                     with torch.no_grad():
                         child.weight /= math.sqrt(n_residuals_per_layer * n_layers)
+
+
+def full_precision(t: Tensor) -> Tensor:
+    """``t`` in float32, or float64 if it already is: for the decay/skip parameters (A_log, D,
+    dt biases), which mamba-ssm keeps out of low precision so exp(A_log) never overflows."""
+    return t if t.dtype == torch.float64 else t.float()
