@@ -1,0 +1,389 @@
+"""The torch references of lengthgen.ops against step-by-step loops written here, in float64.
+
+For each op: outputs, final states and the gradients of a random linear functional of both with
+respect to every input (the initial state included) match a naive per-token recurrence; running
+a sequence split at any point with the state carried equals one run; bad shapes and backends give
+clear errors.
+"""
+
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lengthgen import ops
+from lengthgen.ops import _backend, _mamba_import, ssd as ssd_mod
+from lengthgen.ops import causal_conv1d, gla_scan, rwkv6_scan, selective_scan, ssd_scan
+
+DT = torch.float64
+TOL = dict(rtol=1e-10, atol=1e-10)
+
+
+def rand(*shape, low=None, high=None, gen):
+    t = torch.randn(*shape, dtype=DT, generator=gen)
+    if low is not None:
+        t = low + (high - low) * torch.rand(*shape, dtype=DT, generator=gen)
+    return t.requires_grad_()
+
+
+def check_against(fn, naive, inputs, gen):
+    """fn(*inputs) == naive(*inputs) for outputs, final states and all input gradients."""
+    out, state = fn(*inputs)
+    ref_out, ref_state = naive(*inputs)
+    torch.testing.assert_close(out, ref_out, **TOL)
+    torch.testing.assert_close(state, ref_state, **TOL)
+    w_out = torch.randn(out.shape, dtype=DT, generator=gen)
+    w_state = torch.randn(state.shape, dtype=DT, generator=gen)
+    wanted = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    grads = torch.autograd.grad((out * w_out).sum() + (state * w_state).sum(), wanted)
+    ref_grads = torch.autograd.grad((ref_out * w_out).sum() + (ref_state * w_state).sum(), wanted)
+    for g, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(g, rg, **TOL)
+        assert rg.abs().max() > 0  # every input matters
+
+
+def check_split(fn, time_args, other_args, state_kw, split_points, time_dim):
+    """Whole run == run on [0:s] then [s:] carrying the state, at each split point."""
+    whole, final = fn(*time_args, *other_args)
+    for s in split_points:
+        first = [a.narrow(d, 0, s) for a, d in zip(time_args, time_dim)]
+        second = [a.narrow(d, s, a.shape[d] - s) for a, d in zip(time_args, time_dim)]
+        y1, st = fn(*first, *other_args)
+        y2, st2 = fn(*second, *other_args, **{state_kw: st})
+        torch.testing.assert_close(torch.cat([y1, y2], dim=time_dim[0]), whole, **TOL)
+        torch.testing.assert_close(st2, final, **TOL)
+
+
+# ----------------------------------------------------------------------------- Mamba-2 SSD
+def naive_ssd(x, dt, A, B, C, D, dt_bias, h0, softplus=True):
+    h, g = x.shape[2], B.shape[2]
+    dt = F.softplus(dt + dt_bias) if softplus else dt + dt_bias
+    Bh, Ch = B.repeat_interleave(h // g, 2), C.repeat_interleave(h // g, 2)
+    state, ys = h0, []
+    for t in range(x.shape[1]):
+        dA = torch.exp(dt[:, t] * A)[:, :, None, None]
+        state = dA * state + (dt[:, t, :, None] * x[:, t])[..., None] * Bh[:, t, :, None, :]
+        ys.append((state * Ch[:, t, :, None, :]).sum(-1) + D[:, None] * x[:, t])
+    return torch.stack(ys, 1), state
+
+
+@pytest.mark.parametrize("l,chunk", [(37, 8), (16, 16), (5, 64), (1, 4)])
+def test_ssd_matches_loop_with_grads(l, chunk):
+    gen = torch.Generator().manual_seed(l)
+    b, h, p, g, n = 2, 4, 3, 2, 5
+    inputs = (
+        rand(b, l, h, p, gen=gen), rand(b, l, h, gen=gen), rand(h, low=-2.0, high=-0.1, gen=gen),
+        rand(b, l, g, n, gen=gen), rand(b, l, g, n, gen=gen), rand(h, gen=gen), rand(h, gen=gen),
+        rand(b, h, p, n, gen=gen),
+    )  # fmt: skip
+
+    def fn(x, dt, A, B, C, D, dt_bias, h0):
+        return ssd_scan(x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=True, initial_state=h0,
+                        chunk_size=chunk, backend="torch")  # fmt: skip
+
+    check_against(fn, naive_ssd, inputs, gen)
+
+
+def test_ssd_split_and_carry_and_zero_default():
+    gen = torch.Generator().manual_seed(1)
+    b, l, h, p, g, n = 2, 29, 2, 3, 1, 4
+    x, dt, B, C = rand(b, l, h, p, gen=gen), rand(b, l, h, gen=gen), rand(b, l, g, n, gen=gen), rand(b, l, g, n, gen=gen)
+    A, D, bias = rand(h, low=-1.0, high=-0.1, gen=gen), rand(h, gen=gen), rand(h, gen=gen)
+
+    def fn(x, dt, B, C, initial_state=None):
+        return ssd_scan(x, dt, A, B, C, D=D, dt_bias=bias, dt_softplus=True, initial_state=initial_state,
+                        chunk_size=8, backend="torch")  # fmt: skip
+
+    check_split(fn, [x, dt, B, C], [], "initial_state", [1, 7, 8, 9, l - 1], [1, 1, 1, 1])
+    y0, s0 = fn(x, dt, B, C)
+    y1, s1 = fn(x, dt, B, C, initial_state=torch.zeros(b, h, p, n, dtype=DT))
+    torch.testing.assert_close(y0, y1, **TOL)
+    torch.testing.assert_close(s0, s1, **TOL)
+
+
+def test_ssd_without_softplus_and_float32_state():
+    gen = torch.Generator().manual_seed(2)
+    x, dt = rand(1, 9, 2, 2, gen=gen), rand(1, 9, 2, low=0.01, high=0.5, gen=gen)
+    A, B, C = rand(2, low=-1.0, high=-0.1, gen=gen), rand(1, 9, 1, 3, gen=gen), rand(1, 9, 1, 3, gen=gen)
+    y, s = ssd_scan(x, dt, A, B, C, chunk_size=4, backend="torch")
+    ry, rs = naive_ssd(x, dt, A, B, C, torch.zeros(2, dtype=DT), torch.zeros(2, dtype=DT),
+                       torch.zeros(1, 2, 2, 3, dtype=DT), softplus=False)  # fmt: skip
+    torch.testing.assert_close(y, ry, **TOL)
+    torch.testing.assert_close(s, rs, **TOL)
+    y32, s32 = ssd_scan(*(t.detach().float() for t in (x, dt, A, B, C)), chunk_size=4, backend="torch")
+    assert y32.dtype == torch.float32 and s32.dtype == torch.float32
+    torch.testing.assert_close(y32.double(), y.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_ssd_kernel_segments_long_inputs_exactly(monkeypatch):
+    """The int32-overflow guard: a long input runs as segments with the state carried, exactly."""
+    gen = torch.Generator().manual_seed(3)
+    b, l, h, p, n = 1, 50, 2, 2, 3
+    x, dt, B, C = rand(b, l, h, p, gen=gen), rand(b, l, h, gen=gen), rand(b, l, 1, n, gen=gen), rand(b, l, 1, n, gen=gen)
+    A, D, h0 = rand(h, low=-1.0, high=-0.1, gen=gen), rand(h, gen=gen), rand(b, h, p, n, gen=gen)
+    calls = []
+
+    def fake_kernel(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
+                    initial_states=None, return_final_states=False):  # fmt: skip
+        calls.append(x.shape[1])
+        return ssd_mod.ssd_scan_reference(x, dt, A, B, C, D, dt_bias, dt_softplus, initial_states, chunk_size)
+
+    monkeypatch.setattr(_mamba_import, "mamba_chunk_scan_combined", lambda: fake_kernel)
+    monkeypatch.setattr(ssd_mod, "_KERNEL_MAX_ELEMENTS", b * h * n * 16)  # 16 tokens per call
+    assert ssd_mod._kernel_segment_length(b, h, p, n, 8) == 16
+    y, s = ssd_mod._ssd_kernel(x, dt, A, B, C, D, None, True, h0, 8)
+    ry, rs = ssd_scan(x, dt, A, B, C, D=D, dt_softplus=True, initial_state=h0, chunk_size=8, backend="torch")
+    assert calls == [16, 16, 16, 2]
+    # the kernel path hands the carried state over in float32, as the real kernel returns it
+    torch.testing.assert_close(y, ry, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(s, rs.float())
+
+
+def test_ssd_bad_shapes():
+    x = torch.zeros(1, 4, 3, 2)
+    with pytest.raises(ValueError, match="groups .* must divide"):
+        ssd_scan(x, torch.zeros(1, 4, 3), torch.zeros(3), torch.zeros(1, 4, 2, 5), torch.zeros(1, 4, 2, 5))
+    with pytest.raises(ValueError, match="initial_state must be"):
+        ssd_scan(x, torch.zeros(1, 4, 3), torch.zeros(3), torch.zeros(1, 4, 1, 5), torch.zeros(1, 4, 1, 5),
+                 initial_state=torch.zeros(1, 3, 5, 2))  # fmt: skip
+    with pytest.raises(ValueError, match="dt must be"):
+        ssd_scan(x, torch.zeros(1, 4), torch.zeros(3), torch.zeros(1, 4, 1, 5), torch.zeros(1, 4, 1, 5))
+
+
+# ----------------------------------------------------------------------------- Mamba-1 selective scan
+def naive_selective_scan(u, delta, A, B, C, D, delta_bias, h0):
+    delta = F.softplus(delta + delta_bias[:, None])
+    state, ys = h0, []
+    for t in range(u.shape[2]):
+        state = torch.exp(delta[:, :, t, None] * A) * state + (delta[:, :, t] * u[:, :, t])[..., None] * B[:, None, :, t]
+        ys.append((state * C[:, None, :, t]).sum(-1) + D * u[:, :, t])
+    return torch.stack(ys, -1), state
+
+
+@pytest.mark.parametrize("l", [1, 13])
+def test_selective_scan_matches_loop_with_grads(l):
+    gen = torch.Generator().manual_seed(10 + l)
+    b, d, n = 2, 5, 4
+    inputs = (
+        rand(b, d, l, gen=gen), rand(b, d, l, gen=gen), rand(d, n, low=-2.0, high=-0.1, gen=gen),
+        rand(b, n, l, gen=gen), rand(b, n, l, gen=gen), rand(d, gen=gen), rand(d, gen=gen), rand(b, d, n, gen=gen),
+    )  # fmt: skip
+
+    def fn(u, delta, A, B, C, D, bias, h0):
+        return selective_scan(u, delta, A, B, C, D=D, delta_bias=bias, delta_softplus=True, initial_state=h0,
+                              backend="torch")  # fmt: skip
+
+    check_against(fn, naive_selective_scan, inputs, gen)
+
+
+def test_selective_scan_split_and_carry():
+    gen = torch.Generator().manual_seed(11)
+    b, d, n, l = 2, 3, 4, 12
+    u, delta, B, C = rand(b, d, l, gen=gen), rand(b, d, l, gen=gen), rand(b, n, l, gen=gen), rand(b, n, l, gen=gen)
+    A, D = rand(d, n, low=-1.0, high=-0.1, gen=gen), rand(d, gen=gen)
+
+    def fn(u, delta, B, C, initial_state=None):
+        return selective_scan(u, delta, A, B, C, D=D, delta_softplus=True, initial_state=initial_state, backend="torch")
+
+    check_split(fn, [u, delta, B, C], [], "initial_state", [1, 5, l - 1], [2, 2, 2, 2])
+
+
+def test_selective_scan_bad_shapes():
+    with pytest.raises(ValueError, match="B must be"):
+        selective_scan(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(2, 4), torch.zeros(1, 3, 4),
+                       torch.zeros(1, 4, 3))  # fmt: skip
+    with pytest.raises(ValueError, match="initial_state must be"):
+        selective_scan(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(2, 4), torch.zeros(1, 4, 3),
+                       torch.zeros(1, 4, 3), initial_state=torch.zeros(1, 4, 2))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- GLA and RWKV-6
+def naive_linear_attention(q, k, v, g, h0, scale, bonus=None):
+    state, outs = h0, []
+    for t in range(q.shape[1]):
+        kv = k[:, t, :, :, None] * v[:, t, :, None, :]
+        if bonus is None:
+            state = torch.exp(g[:, t])[..., None] * state + kv
+            outs.append((q[:, t, :, :, None] * state).sum(-2) * scale)
+        else:
+            outs.append((q[:, t, :, :, None] * (state + bonus[None, :, :, None] * kv)).sum(-2) * scale)
+            state = torch.exp(g[:, t])[..., None] * state + kv
+    return torch.stack(outs, 1), state
+
+
+def linear_attention_inputs(gen, b=2, t=21, h=3, K=4, V=5):
+    return (
+        rand(b, t, h, K, gen=gen), rand(b, t, h, K, gen=gen), rand(b, t, h, V, gen=gen),
+        rand(b, t, h, K, low=-3.0, high=-0.01, gen=gen), rand(b, h, K, V, gen=gen),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("t", [1, 16, 21])
+def test_gla_matches_loop_with_grads(t):
+    gen = torch.Generator().manual_seed(20 + t)
+    inputs = linear_attention_inputs(gen, t=t)
+    K = inputs[0].shape[-1]
+    check_against(
+        lambda q, k, v, g, h0: gla_scan(q, k, v, g, initial_state=h0, backend="torch"),
+        lambda q, k, v, g, h0: naive_linear_attention(q, k, v, g, h0, K**-0.5),
+        inputs,
+        gen,
+    )
+
+
+@pytest.mark.parametrize("t", [1, 21])
+def test_rwkv6_matches_loop_with_grads(t):
+    gen = torch.Generator().manual_seed(30 + t)
+    inputs = (*linear_attention_inputs(gen, t=t), rand(3, 4, gen=gen))
+    check_against(
+        lambda r, k, v, w, h0, u: rwkv6_scan(r, k, v, w, u, scale=0.7, initial_state=h0, backend="torch"),
+        lambda r, k, v, w, h0, u: naive_linear_attention(r, k, v, w, h0, 0.7, bonus=u),
+        inputs,
+        gen,
+    )
+
+
+def test_gla_and_rwkv6_split_and_carry():
+    gen = torch.Generator().manual_seed(40)
+    q, k, v, g, _ = linear_attention_inputs(gen, t=35)
+    u = rand(3, 4, gen=gen)
+    splits = [1, 15, 16, 17, 34]
+    check_split(lambda q, k, v, g, initial_state=None: gla_scan(q, k, v, g, initial_state=initial_state, backend="torch"),
+                [q, k, v, g], [], "initial_state", splits, [1, 1, 1, 1])  # fmt: skip
+    check_split(lambda r, k, v, w, initial_state=None: rwkv6_scan(r, k, v, w, u, initial_state=initial_state, backend="torch"),
+                [q, k, v, g], [], "initial_state", splits, [1, 1, 1, 1])  # fmt: skip
+
+
+def test_linear_attention_bad_shapes():
+    q = torch.zeros(1, 4, 2, 3)
+    with pytest.raises(ValueError, match="initial_state must be"):
+        gla_scan(q, q, torch.zeros(1, 4, 2, 5), q, initial_state=torch.zeros(1, 2, 5, 3))
+    with pytest.raises(ValueError, match="u must be"):
+        rwkv6_scan(q, q, torch.zeros(1, 4, 2, 5), q, torch.zeros(3))
+    with pytest.raises(ValueError, match="keys and log decays"):
+        gla_scan(q, torch.zeros(1, 4, 2, 4), torch.zeros(1, 4, 2, 5), q)
+
+
+# ----------------------------------------------------------------------------- causal conv
+def naive_conv(x, weight, bias, state):
+    w = weight.shape[1]
+    window, ys = state, []
+    for t in range(x.shape[2]):
+        window = torch.cat([window, x[:, :, t : t + 1]], -1)  # the last w inputs
+        ys.append(F.silu((window[:, :, -w:] * weight).sum(-1) + bias))
+        window = window[:, :, 1:] if w > 1 else window[:, :, :0]
+    return torch.stack(ys, -1), window[:, :, window.shape[-1] - (w - 1) :]
+
+
+@pytest.mark.parametrize("l,w", [(9, 4), (2, 4), (1, 4), (5, 1)])
+def test_conv_matches_loop_with_grads(l, w):
+    gen = torch.Generator().manual_seed(50 + l)
+    b, d = 2, 3
+    inputs = (rand(b, d, l, gen=gen), rand(d, w, gen=gen), rand(d, gen=gen), rand(b, d, w - 1, gen=gen))
+    fn = lambda x, wt, bias, st: causal_conv1d(x, wt, bias, conv_state=st, backend="torch")  # noqa: E731
+    if w == 1:  # a width-1 conv has an empty state: nothing to differentiate there
+        y, st = fn(*inputs)
+        ry, _ = naive_conv(*inputs)
+        torch.testing.assert_close(y, ry, **TOL)
+        assert st.shape == (b, d, 0)
+        return
+    check_against(fn, naive_conv, inputs, gen)
+
+
+def test_conv_state_when_shorter_than_window():
+    x = torch.arange(1.0, 3.0, dtype=DT).view(1, 1, 2)  # l = 2 < w - 1 = 3
+    state = torch.tensor([[[10.0, 20.0, 30.0]]], dtype=DT)
+    _, new = causal_conv1d(x, torch.ones(1, 4, dtype=DT), conv_state=state, activation=None, backend="torch")
+    assert new.tolist() == [[[30.0, 1.0, 2.0]]]
+
+
+def test_conv_split_and_carry():
+    gen = torch.Generator().manual_seed(60)
+    x, wt, bias = rand(2, 3, 11, gen=gen), rand(3, 4, gen=gen), rand(3, gen=gen)
+    check_split(lambda x, conv_state=None: causal_conv1d(x, wt, bias, conv_state=conv_state, backend="torch"),
+                [x], [], "conv_state", [1, 2, 3, 10], [2])  # fmt: skip
+
+
+def test_conv_bad_input():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        causal_conv1d(torch.zeros(1, 2, 3), torch.zeros(2, 4), activation="relu")
+    with pytest.raises(ValueError, match="conv_state must be"):
+        causal_conv1d(torch.zeros(1, 2, 3), torch.zeros(2, 4), conv_state=torch.zeros(1, 2, 4))
+
+
+# ----------------------------------------------------------------------------- backends
+def test_backend_choice_on_cpu():
+    x = torch.zeros(2)
+    with pytest.raises(ValueError, match="valid backends: auto, torch, kernel"):
+        _backend.use_kernel("cuda", "fla", x)
+    assert _backend.use_kernel("torch", "fla", x) is False
+    assert _backend.use_kernel("auto", "fla", x) is False  # CPU inputs never try a kernel
+    assert _backend.use_kernel("auto", "mamba_ssd", x.double()) is False
+    with pytest.raises(RuntimeError, match="backend='kernel'"):
+        _backend.use_kernel("kernel", "fla", x)
+    with pytest.raises(ValueError, match="unknown backend"):
+        ssd_scan(torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1), torch.zeros(1), torch.zeros(1, 2, 1, 1),
+                 torch.zeros(1, 2, 1, 1), backend="fast")  # fmt: skip
+
+
+def test_kernel_backend_unavailable_names_the_fix(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'fla'")
+
+    monkeypatch.setitem(_backend.KERNELS, "fla", ("flash-linear-attention (fla-core)", missing))
+    _backend.kernel_unavailable_reason.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="flash-linear-attention.*GPU install.*make wheelhouse"):
+            gla_scan(*(torch.zeros(1, 2, 1, 2),) * 4, backend="kernel")
+    finally:
+        _backend.kernel_unavailable_reason.cache_clear()
+
+
+@pytest.fixture
+def fake_mamba(tmp_path, monkeypatch):
+    """A package laid out like mamba-ssm 2.x whose __init__ needs the compiled selective scan."""
+    root = tmp_path / "mamba_ssm"
+    (root / "ops" / "triton").mkdir(parents=True)
+    (root / "__init__.py").write_text("import selective_scan_cuda\n")
+    (root / "ops" / "__init__.py").write_text("")
+    (root / "ops" / "triton" / "__init__.py").write_text("")
+    (root / "ops" / "triton" / "ssd_combined.py").write_text(
+        textwrap.dedent(
+            """
+            try:
+                import causal_conv1d_cuda
+            except ImportError:
+                causal_conv1d_cuda = None
+            def mamba_chunk_scan_combined(*args, **kwargs):
+                return "fake scan"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for cached in (_mamba_import.compiled_available, _mamba_import.mamba_chunk_scan_combined):
+        cached.cache_clear()
+    yield
+    for name in [m for m in sys.modules if m.split(".")[0] in ("mamba_ssm", "selective_scan_cuda")]:
+        del sys.modules[name]
+    for cached in (_mamba_import.compiled_available, _mamba_import.mamba_chunk_scan_combined):
+        cached.cache_clear()
+
+
+def test_mamba_import_registers_stand_ins_only_for_missing_extensions(fake_mamba):
+    assert "selective_scan_cuda" not in sys.modules
+    fn = _mamba_import.mamba_chunk_scan_combined()
+    assert fn() == "fake scan"
+    assert _mamba_import.compiled_selective_scan_available() is False
+    stand_in = sys.modules["selective_scan_cuda"]
+    with pytest.raises(ImportError, match="compiled CUDA extension that is not installed"):
+        stand_in.fwd  # noqa: B018
+    # causal_conv1d_cuda was imported under try/except ImportError, so it needed no stand-in
+    assert "causal_conv1d_cuda" not in sys.modules
+    assert _mamba_import.causal_conv1d_fn() is None
+
+
+def test_public_names():
+    assert set(ops.__all__) >= {"ssd_scan", "selective_scan", "gla_scan", "rwkv6_scan", "causal_conv1d",
+                                "initial_state_contribution"}  # fmt: skip
