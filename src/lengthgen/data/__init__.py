@@ -18,10 +18,17 @@ The API the training and evaluation layers use::
 
     for x in ValidationSequences(ds.val, length=L, num_sequences=n, batch_size=b): ...  # (<=b, L + 1)
 
-``batch_size`` is always the global number of rows; each rank reads its slice. Errors are
-:class:`DataError` (and :class:`SamplerError`), whose messages name the fix.
+``batch_size`` is always the global number of rows; each rank reads its slice. Every error here
+is a :class:`DataError` (a ``ValueError``) whose message names the fix. Formats: docs/data.md.
 """
 
+from .corpora import CorpusError, build_corpus
 from .samplers import ContiguousStreams, SamplerError, ShuffledWindows, ValidationSequences
+from .shards import DataError, TokenArray, TokenDataset, dataset_dir, open_dataset, prepare
+from .tokenizers import ByteTokenizer, TokenizerError, build_tokenizer
 
-__all__ = ["ContiguousStreams", "SamplerError", "ShuffledWindows", "ValidationSequences"]
+__all__ = [
+    "ByteTokenizer", "ContiguousStreams", "CorpusError", "DataError", "SamplerError", "ShuffledWindows",
+    "TokenArray", "TokenDataset", "TokenizerError", "ValidationSequences", "build_corpus",
+    "build_tokenizer", "dataset_dir", "open_dataset", "prepare",
+]

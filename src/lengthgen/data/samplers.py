@@ -14,10 +14,12 @@ batches, loaded into a fresh sampler, makes it yield batch ``k+1`` onwards, iden
 from __future__ import annotations
 
 import numpy as np
+
+from .errors import DataError
 import torch
 
 
-class SamplerError(ValueError):
+class SamplerError(DataError):
     """Bad sampler arguments or too little data; the message names the fix."""
 
 
