@@ -46,7 +46,7 @@ from lengthgen.ops import gla_scan
 ARCH = "gla"
 
 
-def _check_head_split(arch: str, d_model: int, expand: float, num_heads: int, what: str) -> int:
+def check_head_split(arch: str, d_model: int, expand: float, num_heads: int, what: str) -> int:
     """``d_model * expand`` as an integer divisible by ``num_heads`` (fla asserts the same)."""
     dim = d_model * expand
     if not math.isclose(dim, round(dim)) or round(dim) % num_heads:
@@ -90,8 +90,8 @@ class Config(ModelConfig):
             raise ValueError(f"gla clamp_min must be null or a number, got {self.clamp_min!r}")
         if self.gate_logit_normalizer <= 0:
             raise ValueError(f"gla gate_logit_normalizer must be > 0, got {self.gate_logit_normalizer}")
-        _check_head_split(ARCH, self.d_model, self.expand_k, self.num_heads, "expand_k")
-        _check_head_split(ARCH, self.d_model, self.expand_v, self.num_heads, "expand_v")
+        check_head_split(ARCH, self.d_model, self.expand_k, self.num_heads, "expand_k")
+        check_head_split(ARCH, self.d_model, self.expand_v, self.num_heads, "expand_v")
 
     @property
     def key_dim(self) -> int:
@@ -284,12 +284,13 @@ def from_fla_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     stray key is reported as unexpected."""
     out = {}
     for key, value in sd.items():
-        key = _rename_skeleton(key).replace(".attn.g_norm.", ".attn.g_norm_swish_gate.")
+        key = skeleton_key_from_fla(key).replace(".attn.g_norm.", ".attn.g_norm_swish_gate.")
         out[key] = value
     return out
 
 
-def _rename_skeleton(key: str) -> str:
+def skeleton_key_from_fla(key: str) -> str:
+    """fla's LM skeleton names (``model.embeddings``, ``model.layers``, ``model.norm``) -> ours."""
     for theirs, ours in (("model.embeddings.", "backbone.embedding."), ("model.layers.", "backbone.layers."),
                          ("model.norm.", "backbone.norm_f.")):  # fmt: skip
         if key.startswith(theirs):
