@@ -13,12 +13,12 @@ Every function takes any model with the forward contract ``logits, state = model
 
 from .perplexity import PositionwiseMean, bucket_means, log_buckets, perplexity, positionwise_loss
 from .remembrance import DISTANCES, effective_remembrance, log_cut_points, suffix_probs
-from .state_stats import measure_state, state_statistics
+from .state_stats import StatsMean, measure_state, state_statistics
 from .streaming import stream
 from .verdict import Verdict, length_generalization, smooth
 
 __all__ = [
-    "DISTANCES", "PositionwiseMean", "Verdict", "bucket_means", "effective_remembrance", "length_generalization",
+    "DISTANCES", "PositionwiseMean", "StatsMean", "Verdict", "bucket_means", "effective_remembrance", "length_generalization",
     "log_buckets", "log_cut_points", "measure_state", "perplexity", "positionwise_loss", "smooth",
     "state_statistics", "stream", "suffix_probs",
 ]

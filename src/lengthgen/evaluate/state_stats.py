@@ -88,3 +88,42 @@ def state_statistics(model, input_ids: Tensor, stride: int, components: Sequence
     out = {k: torch.stack([r[k] for r in rows], 1) for k in rows[0]}
     out["positions"] = torch.tensor(positions)
     return out
+
+
+class StatsMean:
+    """Mean over sequences of :func:`state_statistics` outputs, as a long table."""
+
+    def __init__(self):
+        self.sums: dict[str, Tensor] = {}
+        self.positions: Tensor | None = None
+        self.count = 0
+
+    def update(self, stats: dict[str, Tensor]) -> None:
+        if self.positions is not None and not torch.equal(self.positions, stats["positions"]):
+            raise ValueError("state statistics of sequences of different lengths or strides cannot be averaged")
+        self.positions = stats["positions"]
+        for k, v in stats.items():
+            if k != "positions":
+                self.sums[k] = self.sums.get(k, 0) + v.detach().cpu().sum(0)
+        self.count += int(stats["whole_std"].shape[0])
+
+    def frame(self):
+        """DataFrame (position, layer, head, std, norm); layer -1 = all layers, head -1 = whole layer."""
+        import pandas as pd
+
+        if self.count == 0:
+            raise ValueError("no sequences were measured (the validation set is empty?)")
+        m = {k: v / self.count for k, v in self.sums.items()}
+        pos = self.positions.tolist()
+        parts = [pd.DataFrame({"position": pos, "layer": -1, "head": -1,
+                               "std": m["whole_std"].numpy(), "norm": m["whole_norm"].numpy()})]
+        n_layers = m["layer_std"].shape[1]
+        for i in range(n_layers):
+            parts.append(pd.DataFrame({"position": pos, "layer": i, "head": -1,
+                                       "std": m["layer_std"][:, i].numpy(), "norm": m["layer_norm"][:, i].numpy()}))
+            if "head_std" in m:
+                for h in range(m["head_std"].shape[2]):
+                    parts.append(pd.DataFrame({"position": pos, "layer": i, "head": h,
+                                               "std": m["head_std"][:, i, h].numpy(),
+                                               "norm": m["head_norm"][:, i, h].numpy()}))
+        return pd.concat(parts, ignore_index=True)

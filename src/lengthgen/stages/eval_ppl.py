@@ -1,0 +1,63 @@
+"""Position-wise loss of a model on validation sequences, and its length-generalization verdict.
+
+Writes one Parquet result (kind ``eval-ppl``): a row per position (``position``, mean ``loss``
+in nats; position i is the loss on token i + 1) and, in the header's data, the log-spaced bucket
+means, the perplexity and the verdict of paper Def. 3.2 (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "position-wise loss, perplexity and length-generalization verdict of a model"
+NAME = "eval-ppl"
+KIND = "eval-ppl"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ._common import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--model", required=True, help="model folder (a run's final/ or a checkpoint) or hub name")
+    p.add_argument("--out", required=True, help="result file (.parquet)")
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from lengthgen.config import load_config
+    from lengthgen.evaluate import PositionwiseMean, bucket_means, length_generalization, log_buckets, perplexity
+    from lengthgen.evaluate import positionwise_loss, runtime
+    from lengthgen.provenance import provenance
+    from lengthgen.results import write_table
+
+    if not args.out.endswith(".parquet"):
+        raise SystemExit(f"{NAME}: --out must name a .parquet file, got {args.out}")
+    cfg = load_config(args.config, args.overrides)
+    ev = cfg["eval"]
+    T, t_source = runtime.train_context(cfg, args.model)
+    runtime.check_tokenizer_matches(cfg, args.model)
+    device = runtime.resolve_device(ev["device"])
+    model = runtime.load_eval_model(args.model, device, ev["precision"])
+    acc = PositionwiseMean(ev["length"])
+    with runtime.autocast(device, ev["precision"]):
+        for batch in runtime.validation_batches(cfg, ev["length"], ev["num_sequences"], ev["batch_size"],
+                                                model.vocab_size):
+            acc.update(positionwise_loss(model, batch.to(device), ev["chunk_size"]))
+    curve = acc.mean()
+    buckets = log_buckets(curve.numel())
+    v = ev["verdict"]
+    verdict = length_generalization(curve, T, smoothing=v["smoothing"], window=v["window"],
+                                    tolerance=v["tolerance"], far_factor=v["far_factor"], far_margin=v["far_margin"])
+    data = {
+        "model": args.model, "train_context": T, "train_context_source": t_source,
+        "num_sequences": acc.count, "length": ev["length"], "perplexity": perplexity(curve),
+        "mean_loss": float(curve.mean()),
+        "buckets": [{"lo": lo, "hi": hi, "loss": m} for (lo, hi), m in zip(buckets, bucket_means(curve, buckets))],
+        "verdict": verdict.to_dict(),
+    }
+    frame = pd.DataFrame({"position": range(curve.numel()), "loss": curve.float().numpy()})
+    write_table(args.out, KIND, frame, provenance(cfg, device=device), data=data)
+    print(f"{NAME}: T={T} ppl={data['perplexity']:.3f} p*={verdict.p_star:.4f}@{verdict.t_star} "
+          f"loss_far={verdict.loss_far:.4f} generalizes={verdict.generalizes} -> {args.out}")
+    return 0
