@@ -1,0 +1,141 @@
+"""The lengthgen study as a DAG: data -> pretraining -> post-training -> evaluations -> results/ -> notebooks -> figures/.
+
+    snakemake --cores all figures                      # render every figure/table from the committed results
+    snakemake --cores all all                          # recompute what the config describes (GPU)
+    snakemake --profile profiles/slurm --configfile config/paper.yaml all
+
+The grid lives in the config's `study` section (schema: src/lengthgen/schema/config.schema.yaml);
+workflow/scripts/study.py expands it. Rules call only the `lengthgen` command line (and papermill
+for the notebooks). See docs/workflow.md.
+"""
+
+import shlex
+import shutil
+import subprocess
+import sys
+
+import yaml
+from snakemake.utils import min_version, validate
+
+min_version("8.10")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+import study as studylib  # noqa: E402
+from lengthgen.config import ConfigError, resolve, run_config, schema_path  # noqa: E402
+
+
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
+
+
+validate(config, str(schema_path()))
+
+if len(workflow.configfiles) != 1:
+    raise ConfigError(
+        "pass exactly one --configfile (config/config.yaml, config/paper.yaml, config/smoke.yaml or your own); "
+        f"got {[str(p) for p in workflow.configfiles]}"
+    )
+
+
+def detect_gpus():
+    """GPUs visible to this machine: CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`, else 0."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() not in ("", "-1")])
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+        return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    return 0
+
+
+if "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", detect_gpus())
+CONFIGFILE = os.path.relpath(workflow.configfiles[0])
+CLI_SETS = studylib.cli_overrides(dict(workflow.config_settings.config or {}))
+STUDY = studylib.load(config)
+CFG = STUDY.cfg
+RUNS, RESULTS = STUDY.runs, STUDY.results
+FIGDIR, NBDIR = STUDY.figures_dir, STUDY.notebooks_dir
+LOGS, BENCH = f"logs/{STUDY.name}", f"benchmarks/{STUDY.name}"
+DATA_ROOT = CFG["data"]["root"].rstrip("/")
+ENV = "environment.yml"
+
+if STUDY.skipped and workflow.is_main_process:
+    print(
+        f"lengthgen: skipping {len(STUDY.skipped)} official-checkpoint branch(es), not available locally: "
+        + ", ".join(STUDY.skipped)
+        + ". To enable them, download each checkpoint on a networked machine "
+        "(`huggingface-cli download <hub name>`, into the HF cache or into a folder named by "
+        "study.official.local_dir) and rerun.",
+        file=sys.stderr,
+    )
+
+# Every job's overrides must resolve against the schema now, not hours into the run.
+for _job in STUDY.jobs.values():
+    try:
+        resolve(run_config(CFG), CLI_SETS + _job.overrides)
+    except ConfigError as e:
+        raise ConfigError(f"study job {_job.output}: {e}") from None
+
+
+def sets(overrides):
+    """`--set` arguments, shell-quoted."""
+    return " ".join(f"--set {shlex.quote(o)}" for o in CLI_SETS + list(overrides))
+
+
+def job_of(path):
+    job = STUDY.jobs.get(path)
+    if job is None:
+        raise ValueError(f"{path} is not part of study {STUDY.name!r} (see {CONFIGFILE})")
+    return job
+
+
+def model_input(mid):
+    """Snakemake input for a model id: its weights file, or nothing for a hub checkpoint."""
+    m = STUDY.models[mid]
+    return [] if m.kind == "official" else [f"{m.ref}/model.safetensors"]
+
+
+FIGURE_FILES = [
+    f"{d}/{studylib.FIGURES[fig]['stem']}.{ext}"
+    for fig in studylib.FIGURES
+    for d, ext in [(NBDIR, "ipynb")] + [(FIGDIR, e) for e in STUDY.figure_exts(fig)]
+]
+
+
+wildcard_constraints:
+    rid="[^/]+",
+    tag="[^/]+",
+    mid="(pt|post|hub)/[^/]+",
+    setting="[^/]+",
+    name="[^/]+",
+    stem="(fig|table)[0-9]+_[a-z0-9_]+",
+
+
+localrules:
+    all,
+    figures,
+
+
+rule all:
+    """Everything the config describes: runs, results, notebooks and figures."""
+    input:
+        STUDY.all_runs(),
+        STUDY.all_results(),
+        FIGURE_FILES,
+
+
+rule figures:
+    """Every figure and table, rendered from the results present (committed); never trains or evaluates."""
+    input:
+        FIGURE_FILES,
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/posttrain.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tasks.smk"
+include: "workflow/rules/figures.smk"
+

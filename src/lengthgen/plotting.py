@@ -1,0 +1,247 @@
+"""Shared plotting for the figure notebooks: style, result loading, provenance footnotes, byte-stable output.
+
+Notebooks (``notebooks/figNN_*.py``, jupytext percent format) receive a *spec* from the workflow
+(``workflow/scripts/study.py``): one entry per model shown, with its metadata (arch, context,
+intervention, ...) and the result files it reads. They only read and plot. Helpers here:
+
+* ``load_ppl`` / ``load_effrem`` / ``load_stats`` / ``load_task``: read a result (or None if absent);
+* ``missing(ax, paths)``: an annotated empty panel "not yet measured: <path>";
+* ``footnote(fig, entries, scale)``: scale and provenance (models, tokens, hardware, commit) read
+  from the result files themselves;
+* ``save(fig, outputs)`` / ``save_table(md, tex, outputs)``: PDF/PNG/Markdown/LaTeX without
+  timestamps, so re-rendering unchanged results changes no byte;
+* ``python -m lengthgen.plotting execute NB.py OUT.ipynb --parameters YAML``: run a notebook with
+  papermill and strip execution timestamps and durations from the executed notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from . import io
+
+PDF_METADATA = {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None}
+PNG_METADATA = {"Software": None}
+DPI = 150
+
+# One colour per intervention (None = the model as pretrained / the official checkpoint).
+INTERVENTION_COLORS = {
+    None: "black", "zero": "tab:gray", "random_noise": "tab:red", "fitted_noise": "tab:orange",
+    "state_passing": "tab:blue", "tbtt": "tab:purple",
+}
+INTERVENTION_LABELS = {
+    None: "base", "zero": "zero init", "random_noise": "random noise", "fitted_noise": "fitted noise",
+    "state_passing": "state passing", "tbtt": "TBTT",
+}
+
+
+def style() -> None:
+    """The shared matplotlib style (Agg backend, fixed fonts and sizes, deterministic hashes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams.update({
+        "figure.dpi": 100, "savefig.dpi": DPI, "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,
+        "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2,
+        "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+        "svg.hashsalt": "lengthgen", "pdf.fonttype": 42, "path.simplify": True,
+    })
+
+
+# ---------------------------------------------------------------------------- results
+def _exists(path) -> bool:
+    return path is not None and Path(path).exists()
+
+
+def load_table(path, kind: str):
+    """(DataFrame, header) of a Parquet result, or None when the file is absent."""
+    from .results import read_table
+
+    return read_table(path, kind) if _exists(path) else None
+
+
+def load_ppl(path):
+    return load_table(path, "eval-ppl")
+
+
+def load_effrem(path):
+    return load_table(path, "eval-effrem")
+
+
+def load_stats(path):
+    return load_table(path, "eval-state-stats")
+
+
+def load_task(path, kind: str | None = None):
+    """A task result (JSON or Parquet), or None when absent."""
+    from .results import read_result, read_table
+
+    if not _exists(path):
+        return None
+    if str(path).endswith(".parquet"):
+        return read_table(path, kind)
+    return read_result(path, kind)
+
+
+def missing(ax, paths: Iterable[str], what: str = "not yet measured") -> None:
+    """Mark a panel whose results are absent: names each missing file, plots nothing."""
+    paths = [str(p) for p in paths]
+    shown = paths[:6] + ([f"... and {len(paths) - 6} more"] if len(paths) > 6 else [])
+    ax.text(0.5, 0.5, f"{what}:\n" + "\n".join(shown), ha="center", va="center", fontsize=6,
+            color="tab:red", transform=ax.transAxes, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def absent(entries: Sequence[Mapping], kind: str) -> list[str]:
+    """Result paths of ``kind`` named by the spec entries that do not exist."""
+    return [e["results"][kind] for e in entries if kind in e["results"] and not _exists(e["results"][kind])]
+
+
+# ---------------------------------------------------------------------------- provenance
+def _headers(entries: Sequence[Mapping]) -> list[dict]:
+    """Provenance headers of every existing result the entries name."""
+    from .results import read_result, read_table
+
+    out = []
+    for e in entries:
+        for path in e.get("results", {}).values():
+            if not _exists(path):
+                continue
+            out.append(read_table(path)[1] if str(path).endswith(".parquet") else read_result(path))
+    return out
+
+
+def _hardware(prov: Mapping) -> str:
+    hw = prov.get("hardware", {})
+    if hw.get("device") == "cuda":
+        return f"{hw.get('gpu_count', 1)}x {hw.get('gpu', 'GPU')}"
+    return f"CPU ({hw.get('machine', '?')})"
+
+
+def _models(entries: Sequence[Mapping]) -> str:
+    names = []
+    for e in entries:
+        if "model" not in e:
+            continue
+        tok = f", {e['tokens']} tokens" if e.get("tokens") else ""
+        desc = f"{e['model']} ({e.get('hub') or e.get('preset') or e.get('arch')}{tok})"
+        if desc not in names:
+            names.append(desc)
+    return "; ".join(names[:8]) + (f"; +{len(names) - 8} more" if len(names) > 8 else "")
+
+
+def provenance_text(entries: Sequence[Mapping], scale: str) -> str:
+    """One footnote: scale, models and tokens, hardware and commit(s) of the results shown."""
+    headers = _headers(entries)
+    commits = sorted({(h["provenance"]["git"].get("commit") or "unknown")[:10]
+                      + ("+dirty" if h["provenance"]["git"].get("dirty") else "") for h in headers})
+    hardware = sorted({_hardware(h["provenance"]) for h in headers})
+    parts = [f"Scale: {scale}."]
+    models = _models(entries)
+    if models:
+        parts.append(f"Models: {models}.")
+    if headers:
+        parts.append(f"Hardware: {', '.join(hardware)}. Commit: {', '.join(commits)}.")
+        n_missing = sum(1 for e in entries for p in e.get("results", {}).values() if not _exists(p))
+        if n_missing:
+            parts.append(f"{n_missing} result file(s) not yet measured.")
+    else:
+        parts.append("No results measured yet.")
+    return " ".join(parts)
+
+
+def footnote(fig, entries: Sequence[Mapping], scale: str) -> str:
+    """Write the provenance footnote under the figure; returns its text."""
+    import textwrap
+
+    text = provenance_text(entries, scale)
+    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(text, 180)), fontsize=5, va="bottom", ha="left", color="0.35")
+    return text
+
+
+# ---------------------------------------------------------------------------- output
+def save(fig, outputs: Sequence[str]) -> None:
+    """Save ``fig`` to each output (.pdf/.png) without timestamps or version strings."""
+    import matplotlib.pyplot as plt
+
+    for out in outputs:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        meta = PDF_METADATA if out.suffix == ".pdf" else PNG_METADATA if out.suffix == ".png" else None
+        if meta is None:
+            raise ValueError(f"figure output {out} must end in .pdf or .png")
+        with io.atomic_path(out) as tmp:
+            fig.savefig(tmp, format=out.suffix[1:], metadata=meta, bbox_inches="tight", pad_inches=0.05)
+    plt.close(fig)
+
+
+def save_table(markdown: str, latex: str, outputs: Sequence[str]) -> None:
+    for out in outputs:
+        text = markdown if str(out).endswith(".md") else latex if str(out).endswith(".tex") else None
+        if text is None:
+            raise ValueError(f"table output {out} must end in .md or .tex")
+        io.write_text(out, text.rstrip("\n") + "\n")
+
+
+def position_axis(ax, T: int | None = None, label: str = "position t") -> None:
+    """Log-scaled position axis with the training context marked."""
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(label)
+    if T:
+        ax.axvline(T, color="0.5", ls=":", lw=0.8)
+
+
+# ---------------------------------------------------------------------------- notebooks
+def _clean(nb) -> None:
+    """Drop what changes from run to run: timestamps, durations, temporary paths."""
+    pm = nb.metadata.get("papermill", {})
+    for key in ("start_time", "end_time", "duration", "input_path", "output_path", "environment_variables",
+                "exception"):
+        pm.pop(key, None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cp = cell.metadata.get("papermill")
+        if cp is not None:
+            for key in ("start_time", "end_time", "duration", "exception"):
+                cp.pop(key, None)
+
+
+def execute(notebook: str, output: str, parameters: Mapping | None = None, cwd: str = ".") -> None:
+    """Execute a jupytext notebook with papermill (kernel python3) into a timestamp-free .ipynb."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    nb = jupytext.read(notebook)
+    nb.metadata.pop("jupytext", None)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    ran = papermill.execute_notebook(copy.deepcopy(nb), None, parameters=dict(parameters or {}), kernel_name="python3",
+                                     cwd=cwd, progress_bar=False, report_mode=False)
+    _clean(ran)
+    io.write_text(output, nbformat.writes(ran) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    p = argparse.ArgumentParser(prog="python -m lengthgen.plotting", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("execute", help="run a figure notebook with papermill into a timestamp-free .ipynb")
+    ex.add_argument("notebook")
+    ex.add_argument("output")
+    ex.add_argument("--parameters", default="{}", help="YAML mapping of notebook parameters")
+    args = p.parse_args(argv)
+    params = yaml.safe_load(args.parameters) or {}
+    if not isinstance(params, dict):
+        p.error("--parameters must be a YAML mapping")
+    execute(args.notebook, args.output, params)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,73 @@
+# Long-context tasks: passkey retrieval and BABILong per (setting, model); synthetic copying per (setting, seed).
+
+
+def task_job(path):
+    return lambda wc: job_of(path.format(**wc))
+
+
+PASSKEY = f"{RESULTS}/passkey/{{setting}}/{{mid}}.json"
+BABILONG = f"{RESULTS}/babilong/{{setting}}/{{mid}}.json"
+COPYING = f"{RESULTS}/copying/{{name}}.json"
+
+
+rule task_passkey:
+    """Passkey retrieval accuracy by context length and depth, under one setting (zero-shot, finetuned, ...)."""
+    input:
+        lambda wc: [DATA_ROOT] + model_input(wc.mid),
+    output:
+        PASSKEY,
+    params:
+        config=CONFIGFILE,
+        model=lambda wc: STUDY.models[wc.mid].ref,
+        sets=lambda wc: sets(task_job(PASSKEY)(wc).overrides),
+    resources:
+        gpu=lambda wc: task_job(PASSKEY)(wc).gpus,
+    log:
+        f"{LOGS}/passkey/{{setting}}/{{mid}}.log",
+    benchmark:
+        f"{BENCH}/passkey/{{setting}}/{{mid}}.tsv"
+    conda:
+        "../../" + ENV
+    shell:
+        "lengthgen task-passkey --config {params.config} --model {params.model} --out {output} {params.sets} > {log} 2>&1"
+
+
+rule task_babilong:
+    """BABILong accuracy by context length, under one setting (few-shot, finetuned, ...)."""
+    input:
+        lambda wc: [DATA_ROOT] + model_input(wc.mid),
+    output:
+        BABILONG,
+    params:
+        config=CONFIGFILE,
+        model=lambda wc: STUDY.models[wc.mid].ref,
+        sets=lambda wc: sets(task_job(BABILONG)(wc).overrides),
+    resources:
+        gpu=lambda wc: task_job(BABILONG)(wc).gpus,
+    log:
+        f"{LOGS}/babilong/{{setting}}/{{mid}}.log",
+    benchmark:
+        f"{BENCH}/babilong/{{setting}}/{{mid}}.tsv"
+    conda:
+        "../../" + ENV
+    shell:
+        "lengthgen task-babilong --config {params.config} --model {params.model} --out {output} {params.sets} > {log} 2>&1"
+
+
+rule task_copying:
+    """Synthetic copying (Table 1): train from scratch on short strings, measure accuracy on long ones."""
+    output:
+        COPYING,
+    params:
+        config=CONFIGFILE,
+        sets=lambda wc: sets(task_job(COPYING)(wc).overrides),
+    resources:
+        gpu=lambda wc: task_job(COPYING)(wc).gpus,
+    log:
+        f"{LOGS}/copying/{{name}}.log",
+    benchmark:
+        f"{BENCH}/copying/{{name}}.tsv"
+    conda:
+        "../../" + ENV
+    shell:
+        "lengthgen task-copying --config {params.config} --out {output} {params.sets} > {log} 2>&1"
