@@ -286,7 +286,7 @@ def _locked(folder: Path):
     import fcntl
 
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
+    with open(folder / ".lock", "a") as f:  # "a": taking the lock leaves the folder untouched
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
