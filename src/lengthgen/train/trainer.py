@@ -1,0 +1,282 @@
+"""The training loop: the paper's recipe, gradient accumulation, DDP, checkpoints and exact resume.
+
+``Trainer(model, batches, cfg, run_dir, intervention).fit()`` trains ``model`` on ``batches``
+(an iterator of this rank's rows of each optimizer step, with ``state_dict``/``load_state_dict``)
+for the steps ``cfg["train"]`` describes, writing the run folder of ``train.checkpoint``. Rerunning
+``fit`` on the same folder continues from the last complete checkpoint, bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lengthgen.config import ConfigError
+from lengthgen.interventions import Intervention, Zero
+from lengthgen.train.budget import batch_layout, milestone_steps, total_steps
+from lengthgen.train.checkpoint import RunDir, RunDirError, rng_state, set_rng_state, write_folder
+from lengthgen.train.distributed import Dist, resolve_device
+from lengthgen.train.metrics import Loggers, MetricsLog
+from lengthgen.train.optim import build_optimizer, set_schedule
+from lengthgen.train.schedule import lr_at, weight_decay_at
+
+IGNORE_INDEX = -100
+PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm stopped being finite; ``step`` is the 1-based optimizer step."""
+
+    def __init__(self, step: int, what: str, value: float, last_checkpoint: str | None):
+        self.step = step
+        kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+        super().__init__(f"training diverged at step {step}: {what} is {value}; {kept}. "
+                         "Lower train.lr, check the data, or use train.precision=fp32")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """This rank's rows of one optimizer step: ``targets`` == -100 are not scored; ``reset`` marks
+    rows that do not continue the previous step's row (contiguous samplers)."""
+
+    inputs: Tensor
+    targets: Tensor
+    reset: Tensor | None = None
+
+    @classmethod
+    def coerce(cls, item, source=None) -> "Batch":
+        if isinstance(item, Batch):
+            return item
+        if isinstance(item, Tensor):
+            if item.dim() != 2 or item.shape[1] < 2:
+                raise ValueError(f"a token batch must be (rows, T + 1), got {tuple(item.shape)}")
+            return cls(item[:, :-1], item[:, 1:], getattr(source, "reset_rows", None))
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            return cls(item[0], item[1], getattr(source, "reset_rows", None))
+        raise TypeError(f"batch source yielded {type(item).__name__}; expected a (rows, T + 1) LongTensor, "
+                        "an (inputs, targets) pair or a train.Batch")
+
+
+class Trainer:
+    """One training run. ``cfg`` is a resolved config (``train``, ``seed`` and ``run_name`` are read).
+
+    ``peak_lr`` defaults to ``train.lr``; ``dist`` (from :func:`train.distributed.setup`) makes it
+    data-parallel. The model is moved to the run's device and precision here.
+    """
+
+    def __init__(self, model: nn.Module, batches, cfg: Mapping, run_dir: str | Path,
+                 intervention: Intervention | None = None, *, dist: Dist | None = None,
+                 peak_lr: float | None = None, log=print):
+        self.cfg, self.train = cfg, dict(cfg["train"])
+        self.dist = dist or Dist(device=resolve_device(self.train.get("device", "auto")))
+        self.log = log if self.dist.is_main else (lambda *a, **k: None)
+        self.run = RunDir(run_dir)
+        self.layout = batch_layout(self.train, self.dist.world_size)
+        self.raw = model
+        self.num_params = model.num_parameters() if hasattr(model, "num_parameters") else \
+            sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        self.steps = total_steps(self.train, self.layout, self.num_params)
+        self.milestones = milestone_steps(self.train.get("milestones"), self.layout, self.num_params, self.steps)
+        self.peak_lr = float(peak_lr if peak_lr is not None else self.train.get("lr") or 0) or None
+        if self.peak_lr is None:
+            raise ConfigError("no peak learning rate: set train.lr (or use a model preset that has one)")
+        if self.train["min_lr"] > self.peak_lr:
+            raise ConfigError(f"train.min_lr={self.train['min_lr']} exceeds the peak learning rate "
+                              f"{self.peak_lr}: lower train.min_lr or raise train.lr")
+        self.device = self.dist.device
+        precision = self.train.get("precision", "bf16")
+        if precision == "bf16" and self.device.type != "cuda":
+            raise ConfigError("train.precision=bf16 needs CUDA (bf16 autocast over fp32 weights); "
+                              "on the CPU set train.precision=fp32 or fp64")
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16"
+                         else contextlib.nullcontext())
+        self.raw.to(device=self.device, dtype=PRECISIONS[precision])
+        self.model = self.raw
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.train.get("compile"):
+            self.model = torch.compile(self.model)
+        self.batches = batches
+        self.intervention = intervention or Zero()
+        if self.intervention.needs_contiguous and not hasattr(batches, "reset_rows"):
+            raise ConfigError(f"intervention {self.intervention.name!r} needs the contiguous sampler "
+                              "(data.ContiguousStreams), but the batch source is "
+                              f"{type(batches).__name__}")
+        self.optimizer = build_optimizer(self.raw, self.peak_lr, self.train["weight_decay"], self.train["betas"])
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.metrics = MetricsLog(self.run.metrics)
+        self.step = 0
+
+    # ------------------------------------------------------------------ public
+    def fit(self) -> dict:
+        """Train to ``self.steps`` (resuming if the folder has a checkpoint); returns a summary."""
+        if self.dist.is_main:
+            self.run.clean_temporaries()
+        self.dist.barrier()
+        self.step = self._resume()
+        if self.step >= self.steps and self.run.final.exists():
+            self.log(f"{self.run.root}: already finished ({self.step}/{self.steps} steps); nothing to do")
+            return self._summary(None)
+        loggers = Loggers(self.train, self.run.root, self.steps, self.step, self.dist.is_main,
+                          self.cfg.get("run_name"), self.cfg)
+        last = None
+        try:
+            while self.step < self.steps:
+                last = self._train_step(self.step)
+                self.step += 1
+                if self.dist.is_main:
+                    self.metrics.write(last)
+                    loggers.log(last)
+                name = next((n for n, s in self.milestones.items() if s == self.step), None)
+                if name is not None:
+                    self._on_main(lambda: write_folder(self.run.milestones / name, self._save_model))
+                if self.step % self.train["checkpoint_every"] == 0 or self.step == self.steps:
+                    self.save_checkpoint()
+            self._on_main(lambda: write_folder(self.run.final, self._save_model))
+        finally:
+            loggers.close()
+            self.metrics.close()
+        return self._summary(last)
+
+    def save_checkpoint(self) -> None:
+        """Write checkpoint ``step_<step>`` (rank 0; the intervention state of every rank)."""
+        interventions = self.dist.gather(self.intervention.state_dict())
+
+        def save():
+            self.metrics.sync()
+            state = {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "rng": rng_state(),
+                "batches": self.batches.state_dict(),
+                "intervention": self.intervention.merge_state_dicts(interventions),
+                "world_size": self.dist.world_size,
+                "peak_lr": self.peak_lr,
+                "steps": self.steps,
+            }
+            self.run.save_checkpoint(self.step, self._save_model, state, self.train.get("keep_checkpoints"))
+
+        self._on_main(save)
+
+    # ------------------------------------------------------------------ one step
+    def _train_step(self, step: int) -> dict:
+        t0 = time.perf_counter()
+        lr = lr_at(step, self.steps, self.peak_lr, self.train["min_lr"], self.train["warmup_frac"])
+        wd = weight_decay_at(lr, self.peak_lr, self.train["weight_decay"])
+        set_schedule(self.optimizer, lr, wd)
+        batch = Batch.coerce(next(self.batches), self.batches)
+        self._check_batch(batch)
+        inputs = batch.inputs.to(self.device, non_blocking=True)
+        targets = batch.targets.to(self.device, non_blocking=True)
+        n_valid = self.dist.all_reduce((targets != IGNORE_INDEX).sum().to(torch.float64))
+        if n_valid.item() == 0:
+            raise ValueError(f"step {step + 1}: every target of the batch is ignored (-100)")
+        scale = self.dist.world_size / n_valid
+        first = self.dist.rank * self.layout.rows_per_rank
+        micro = self.layout.micro_rows(self.dist.rank)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for j, rows in enumerate(micro):
+            local = slice(rows.start - first, rows.stop - first)
+            reset = batch.reset[local] if batch.reset is not None else None
+            init = self.intervention.initial_state(self.raw, rows, step, device=self.device, reset=reset)
+            sync = j == len(micro) - 1 or not self.dist.enabled
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                with self.autocast:
+                    logits, final = self.model(inputs[local], state=init)
+                if logits.dtype in (torch.bfloat16, torch.float16):
+                    logits = logits.float()
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[local].reshape(-1),
+                                       ignore_index=IGNORE_INDEX, reduction="sum")
+                (loss * scale.to(loss.dtype)).backward()
+            self.intervention.observe(rows, final.detach())
+            loss_sum += loss.detach().to(torch.float64)
+        loss_value = (self.dist.all_reduce(loss_sum) / n_valid).item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(step + 1, "the loss", loss_value, self._latest_name())
+        clip = self.train.get("grad_clip") or math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        if not math.isfinite(grad_norm):
+            raise TrainingDiverged(step + 1, "the gradient norm", grad_norm, self._latest_name())
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.intervention.end_step(self.dist.all_reduce if self.dist.enabled else None)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - t0
+        return {"step": step + 1, "loss": loss_value, "lr": lr, "weight_decay": wd, "grad_norm": grad_norm,
+                "tokens": (step + 1) * self.layout.tokens_per_step,
+                "tokens_per_s": self.layout.tokens_per_step / max(elapsed, 1e-9)}
+
+    def _check_batch(self, batch: Batch) -> None:
+        want = (self.layout.rows_per_rank, self.layout.context)
+        if tuple(batch.inputs.shape) != want or tuple(batch.targets.shape) != want:
+            raise ValueError(f"the batch source gave inputs {tuple(batch.inputs.shape)} / targets "
+                             f"{tuple(batch.targets.shape)} on rank {self.dist.rank}, expected {want} "
+                             "(rows per rank, train.context): build it with batch_size = train.batch_tokens "
+                             "// train.context and context = train.context")
+
+    # ------------------------------------------------------------------ resume and saving
+    def _resume(self) -> int:
+        ckpt = self.run.latest()
+        if ckpt is None:
+            if self.dist.is_main:
+                self.metrics.truncate_after(0)
+            return 0
+        from lengthgen.models import load_model
+
+        state = RunDir.load_trainer_state(ckpt)
+        if state.get("steps") != self.steps:
+            raise RunDirError(f"{ckpt} belongs to a run of {state.get('steps')} steps, this one has "
+                              f"{self.steps}; use a new --out folder")
+        self.raw.load_state_dict(load_model(ckpt).state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.batches.load_state_dict(state["batches"])
+        first = self.dist.rank * self.layout.rows_per_rank
+        self.intervention.load_state_dict(state["intervention"], rows=range(first, first + self.layout.rows_per_rank))
+        if self.dist.is_main:
+            self.metrics.truncate_after(state["step"])
+        self.log(f"{self.run.root}: resuming from {ckpt.name} (step {state['step']}/{self.steps})")
+        return int(state["step"])
+
+    def _save_model(self, folder: Path) -> None:
+        from lengthgen.models import save_model
+
+        save_model(self.raw, folder)
+
+    def _on_main(self, fn) -> None:
+        """Run ``fn`` on rank 0; every rank raises if it failed there (no rank is left waiting)."""
+        error = None
+        if self.dist.is_main:
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - re-raised below on every rank
+                error = e
+        failed = self.dist.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        if failed is not None:
+            raise RuntimeError(f"rank 0 failed to write the run folder: {failed}")
+
+    def _latest_name(self) -> str | None:
+        try:
+            latest = self.run.latest()
+        except RunDirError:
+            return None
+        return str(latest) if latest else None
+
+    def _summary(self, last: dict | None) -> dict:
+        return {"run_dir": str(self.run.root), "steps": self.steps, "step": self.step,
+                "num_params": self.num_params, "tokens_per_step": self.layout.tokens_per_step,
+                "loss": None if last is None else last["loss"]}
