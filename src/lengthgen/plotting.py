@@ -196,6 +196,111 @@ def position_axis(ax, T: int | None = None, label: str = "position t") -> None:
         ax.axvline(T, color="0.5", ls=":", lw=0.8)
 
 
+# ---------------------------------------------------------------------------- panels
+def resolve_spec(fig: str, spec, scale, config: str = "config/config.yaml"):
+    """The spec and scale a notebook shows: its parameters, or (run by hand) those of ``config``."""
+    if spec is not None and scale is not None:
+        return spec, scale
+    import importlib.util
+
+    import yaml
+
+    mod_path = Path("workflow/scripts/study.py")
+    if not mod_path.exists():
+        raise FileNotFoundError("run the notebook from the repository root, or through `snakemake figures`")
+    sp = importlib.util.spec_from_file_location("lengthgen_study", mod_path)
+    mod = importlib.util.module_from_spec(sp)
+    sys.modules[sp.name] = mod
+    sp.loader.exec_module(mod)
+    st = mod.load(yaml.safe_load(Path(config).read_text()))
+    return (spec if spec is not None else st.figure_specs[fig]), (scale or st.cfg["study"]["scale"])
+
+
+def group(entries: Sequence[Mapping], key) -> dict:
+    """Entries grouped by ``key`` (a field name or a function), in first-seen order."""
+    out: dict = {}
+    for e in entries:
+        k = key(e) if callable(key) else e.get(key)
+        out.setdefault(k, []).append(e)
+    return out
+
+
+def label(e: Mapping) -> str:
+    """A short legend label for a spec entry."""
+    parts = [e.get("model", e.get("id", "?"))]
+    if e.get("milestone"):
+        parts.append(f"@{e['milestone']}")
+    iv = e.get("intervention")
+    if iv:
+        parts.append(INTERVENTION_LABELS.get(iv, iv) + (f" sigma={e['sigma']}" if e.get("sigma") is not None else ""))
+    return " ".join(str(p) for p in parts)
+
+
+def ppl_curve(ax, entry: Mapping, **kw) -> bool:
+    """Log-bucketed mean loss against position of one eval-ppl result; False if absent."""
+    got = load_ppl(entry["results"].get("ppl"))
+    if got is None:
+        return False
+    _, header = got
+    b = header["data"]["buckets"]
+    xs = [(x["lo"] + x["hi"]) / 2 for x in b]
+    ax.plot(xs, [x["loss"] for x in b], **kw)
+    return True
+
+
+def ppl_panels(entries, panel_key, line_key, title=str, line_label=str, ncols=3):
+    """One panel per ``panel_key`` value, one curve per entry (coloured by ``line_key``)."""
+    import matplotlib.pyplot as plt
+
+    panels = group(entries, panel_key) or {None: []}
+    n = len(panels)
+    cols = min(ncols, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows + 0.4), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (pk, es) in zip(axes.flat, panels.items()):
+        lines = group(es, line_key)
+        for i, (lk, les) in enumerate(lines.items()):
+            for e in les:
+                color = INTERVENTION_COLORS.get(lk, cmap(i / max(1, len(lines) - 1))) if line_key == "intervention" \
+                    else cmap(i / max(1, len(lines) - 1))
+                ppl_curve(ax, e, color=color, label=line_label(e), ls="-" if not e.get("intervention") else "--")
+        gone = absent(es, "ppl")
+        if len(gone) == len(es):
+            missing(ax, gone)
+        else:
+            position_axis(ax, es[0].get("context"))
+            ax.set_ylabel("loss (nats)")
+            ax.legend(loc="best")
+            if gone:
+                ax.annotate("not yet measured: " + ", ".join(gone), (0.01, 0.01), xycoords="axes fraction",
+                            fontsize=4, color="tab:red")
+        ax.set_title(title(pk))
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def effrem_curve(ax, entry: Mapping, distance: str = "tv", **kw) -> bool:
+    got = load_effrem(entry["results"].get("effrem"))
+    if got is None:
+        return False
+    df, header = got
+    d = df[df["distance"] == distance].sort_values("cut_point")
+    ax.plot(d["cut_point"].clip(lower=1), d["effrem"], **kw)
+    return True
+
+
+def stats_curve(ax, entry: Mapping, layer: int = -1, head: int = -1, stat: str = "std", **kw) -> bool:
+    got = load_stats(entry["results"].get("state_stats"))
+    if got is None:
+        return False
+    df, _ = got
+    d = df[(df["layer"] == layer) & (df["head"] == head)].sort_values("position")
+    ax.plot(d["position"], d[stat], **kw)
+    return True
+
+
 # ---------------------------------------------------------------------------- notebooks
 def _clean(nb) -> None:
     """Drop what changes from run to run: timestamps, durations, temporary paths."""
