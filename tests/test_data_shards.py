@@ -53,7 +53,7 @@ def test_prepare_byte_splits_by_document_with_eos(tmp_path):
     assert (m["splits"]["train"]["documents"], m["splits"]["val"]["documents"]) == (len(train_docs), len(val_docs))
 
 
-def test_rerun_is_a_noop_and_changed_settings_rebuild(tmp_path, capsys):
+def test_rerun_is_a_noop_and_changed_settings_rebuild(tmp_path):
     cfg = make_cfg(tmp_path)
     folder = prepare(cfg)
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}

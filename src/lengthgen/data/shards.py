@@ -304,7 +304,7 @@ def prepare(cfg: dict, log: Callable[[str], None] | None = None) -> Path:
     data = cfg["data"]
     settings = data_settings(data)
     corpus = build_corpus(data["corpus"])
-    folder = dataset_dir(cfg)
+    folder = Path(data["root"]) / f"{corpus.id}-{_tokenizer_id(data['tokenizer'])}"
     verify = data.get("verify", "auto")
     with _locked(folder):
         if _up_to_date(folder, settings, corpus.id, verify):
