@@ -284,6 +284,7 @@ def _backward(u, delta, A, B, C, states, dy, dhT, cfg: ScanConfig):
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, initial_state, cfg):
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None: skip its work
         need_grad = any(ctx.needs_input_grad[:6])
         y, hT, states = _forward(u, delta, A, B, C, initial_state, cfg, store_states=need_grad)
         if need_grad:
@@ -295,8 +296,8 @@ class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dhT):
         u, delta, A, B, C, states = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(u)
+        if dy is None:  # only the final state was used: a stride-0 zero costs no memory
+            dy = u.new_zeros(()).expand_as(u)
         du, ddelta, dA, dB, dC, dh0 = _backward(u, delta, A, B, C, states, dy, dhT, ctx.cfg)
         dh0 = dh0.to(ctx.h0_dtype) if ctx.h0_dtype is not None else None
         return du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype), dh0, None
