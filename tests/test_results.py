@@ -58,3 +58,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
             raise Boom("No space left on device")
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_atomic_write_uses_umask_permissions(tmp_path):
+    import os
+
+    io.write_json(tmp_path / "p.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o666 & ~mask
