@@ -1,0 +1,56 @@
+"""Figure notebooks: they render from results only, mark what is missing, and are byte-stable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("papermill")
+pytest.importorskip("jupytext")
+
+
+def _render(tmp_path, name, spec, scale="test scale"):
+    from lengthgen import plotting
+
+    stem = name
+    outs = [str(tmp_path / f"{stem}.pdf"), str(tmp_path / f"{stem}.png")]
+    nb = tmp_path / f"{stem}.ipynb"
+    plotting.execute(str(ROOT / "notebooks" / f"{stem}.py"), str(nb),
+                     {"spec": spec, "study": "test", "scale": scale, "outputs": outs}, cwd=str(ROOT))
+    return [Path(o) for o in outs] + [nb]
+
+
+def test_missing_results_are_marked_and_output_is_byte_stable(tmp_path):
+    spec = [{"id": "pt/x_T64_20x_w0.1_s0", "model": "x", "arch": "mamba2", "context": 64, "intervention": None,
+             "results": {"ppl": str(tmp_path / "absent.parquet")}}]
+    first = {p.name: p.read_bytes() for p in _render(tmp_path / "a", "fig02_ppl_by_context", spec)}
+    second = {p.name: p.read_bytes() for p in _render(tmp_path / "b", "fig02_ppl_by_context", spec)}
+    assert first == second
+    nb = json.loads(first["fig02_ppl_by_context.ipynb"])
+    text = json.dumps(nb)
+    assert "start_time" not in text and "duration" not in text and '"execution"' not in text
+    assert b"CreationDate" not in first["fig02_ppl_by_context.pdf"]
+
+
+def test_reads_a_real_result_and_footnotes_its_provenance(tmp_path):
+    import pandas as pd
+
+    from lengthgen.plotting import provenance_text
+    from lengthgen.provenance import provenance
+    from lengthgen.results import write_table
+
+    path = tmp_path / "ppl.parquet"
+    prov = provenance({"seed": 0}, seed=0)
+    data = {"buckets": [{"lo": 1, "hi": 2, "loss": 3.0}, {"lo": 2, "hi": 4, "loss": 2.5}], "train_context": 64}
+    write_table(path, "eval-ppl", pd.DataFrame({"position": [0, 1, 2], "loss": [3.0, 2.6, 2.4]}), prov, data=data)
+    entry = {"id": "pt/x", "model": "x", "preset": "tiny", "tokens": "20x", "arch": "mamba2", "context": 64,
+             "intervention": None, "results": {"ppl": str(path)}}
+    text = provenance_text([entry], "tiny test scale")
+    assert "tiny test scale" in text and "x (tiny, 20x tokens)" in text and "CPU" in text
+    assert prov["git"]["commit"][:10] in text
+    outs = _render(tmp_path, "fig02_ppl_by_context", [entry])
+    assert all(p.stat().st_size > 0 for p in outs)

@@ -1,0 +1,137 @@
+"""The Snakemake DAG: configs resolve, lint is clean, `figures` never plans training or evaluation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or shutil.which("snakemake")
+pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake not installed (pip install -e .[workflow])")
+COMPUTE_RULES = ("prepare_data", "pretrain", "posttrain", "eval_", "task_")
+
+
+def snakemake(*args, cwd=ROOT, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def planned_rules(out: str) -> dict[str, int]:
+    """Rule -> job count from a dry run's job-stats table."""
+    rules, table = {}, False
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            table = True
+            continue
+        if table and len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            rules[parts[0]] = int(parts[1])
+        elif table and parts and parts[0] == "total":
+            break
+    return rules
+
+
+def sys_path_study():
+    sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+    import study
+
+    return study
+
+
+def test_paper_config_resolves():
+    r = snakemake("-n", "--configfile", "config/paper.yaml", "all")
+    rules = planned_rules(r.stdout)
+    assert rules.get("pretrain", 0) >= 10 and rules.get("eval_ppl", 0) >= 10
+    assert "skipping" in r.stderr and "huggingface-cli download" in r.stderr  # official branches explained
+
+
+def test_lint_clean():
+    r = snakemake("--lint", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Lints for" not in r.stdout + r.stderr
+
+
+def test_figures_never_computes_and_ignores_mtimes(tmp_path):
+    """On the results present, `figures` plans only notebook rules, whatever the results' mtimes."""
+    for stamp in (time.time() + 3600, 1_000_000_000):
+        for p in (ROOT / "results").rglob("*"):
+            if p.is_file():
+                os.utime(p, (stamp, stamp))
+        r = snakemake("-n", "figures")
+        rules = planned_rules(r.stdout)
+        assert not [k for k in rules if k.startswith(COMPUTE_RULES)], rules
+        assert set(rules) <= {"render_figure", "render_table", "figures"}, rules
+
+
+def test_all_plans_compute_for_missing_results():
+    rules = planned_rules(snakemake("-n", "all").stdout)
+    if not list((ROOT / "results").rglob("*.parquet")):
+        assert rules.get("pretrain", 0) > 0 and rules.get("eval_ppl", 0) > 0
+
+
+def test_schema_rejects_unknown_study_key():
+    from lengthgen.config import ConfigError, resolve
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["study"]["pretrain"]["contxts"] = [64]
+    with pytest.raises(ConfigError, match="contxts"):
+        resolve(cfg)
+    bad = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    bad["study"]["bogus"] = 1
+    with pytest.raises(ConfigError, match="bogus"):
+        resolve(bad)
+
+
+def test_study_grid_expansion():
+    study = sys_path_study()
+    s = study.load(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    pre = s.cfg["study"]["pretrain"]
+    # grid 1: 3 models x 3 contexts; grid 2: 2 models; grid 3: 1 model x 2 warm-ups (one shared with grid 1)
+    runs = [m for m in s.models.values() if m.kind == "pretrain"]
+    assert len(runs) == 9 + 2 + 1
+    assert len([m for m in s.models.values() if m.kind == "milestone"]) == len(runs) * len(pre["milestones"])
+    # milestones only where a pattern asks for them (Fig. 3)
+    assert all("@" not in e["id"] for e in s.figure_specs["fig02"])
+    assert any("@" in e["id"] for e in s.figure_specs["fig03"])
+    # random noise at three sigmas plus the Fig. 5 one
+    assert len(s.select(["post/*random_noise*"])) == 3
+    # every job's output is unique and every figure input is a planned job
+    for fig in study.FIGURES:
+        for p in s.figure_inputs(fig):
+            assert p in s.jobs
+
+
+def test_official_skipped_without_checkpoint(tmp_path, monkeypatch):
+    study = sys_path_study()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    s = study.load(cfg)
+    assert s.skipped and not s.select(["hub/*", "post/hub-*"])
+    # a local copy enables the branch
+    local = tmp_path / "ckpts" / "mamba2-130m"
+    local.mkdir(parents=True)
+    (local / "config.json").write_text("{}")
+    cfg["study"]["official"]["local_dir"] = str(tmp_path / "ckpts")
+    s = study.load(cfg)
+    assert "hub/mamba2-130m" in s.models and s.models["hub/mamba2-130m"].ref == str(local)
+    assert "post/hub-mamba2-130m+state_passing" in s.models
+
+
+@pytest.mark.slow
+def test_smoke_dag_end_to_end(tmp_path):
+    """The whole DAG on CPU with config/smoke.yaml (needs every stage landed)."""
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    if "study" not in cfg:
+        pytest.skip("config/smoke.yaml has no study section yet")
+    r = snakemake("--cores", "2", "--configfile", "config/smoke.yaml", "all", check=False)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
