@@ -90,3 +90,16 @@ def test_stdlib_corpus_reads_real_sources():
     assert c.files == sorted(c.files)
     first = next(iter(c))
     assert isinstance(first, str) and first == (c.root / c.files[0][0]).read_text(errors="replace")
+
+
+def test_local_corpus_text_suffixes(tmp_path):
+    from lengthgen.data.corpora import build_corpus
+
+    (tmp_path / "a.py").write_text("print(1)\n")
+    (tmp_path / "b.txt").write_text("hello")
+    (tmp_path / "c.md").write_text("ignored")
+    plain = build_corpus({"kind": "local", "path": str(tmp_path)})
+    code = build_corpus({"kind": "local", "path": str(tmp_path), "text_suffixes": [".py"]})
+    assert list(plain) == ["hello"]
+    assert list(code) == ["print(1)\n", "hello"]
+    assert plain.id != code.id

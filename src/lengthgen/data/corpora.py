@@ -108,11 +108,15 @@ def _text_of(record, field: str, where: str) -> str:
 
 
 class LocalCorpus:
-    """A folder of .txt / .jsonl[.gz|.zst] / .parquet files, recursively, in sorted order."""
+    """A folder of .txt / .jsonl[.gz|.zst] / .parquet files, recursively, in sorted order.
+
+    ``text_suffixes`` adds other suffixes read as one plain-text document per file (e.g. ``.py``
+    for a source-code corpus).
+    """
 
     kind = "local"
 
-    def __init__(self, path: str | Path, text_field: str = "text"):
+    def __init__(self, path: str | Path, text_field: str = "text", text_suffixes=()):
         if path is None:
             raise CorpusError("data.corpus.kind=local needs data.corpus.path (a folder of "
                               ".txt/.jsonl/.parquet files)")
@@ -120,17 +124,20 @@ class LocalCorpus:
         if not self.path.is_dir():
             raise CorpusError(f"corpus folder {self.path} does not exist; set data.corpus.path to a "
                               "folder of .txt/.jsonl/.parquet files")
+        self.text_suffixes = tuple(text_suffixes or ())
+        suffixes = LOCAL_SUFFIXES + self.text_suffixes
         self.files = sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob("*")
-                            if p.is_file() and p.name.endswith(LOCAL_SUFFIXES))
+                            if p.is_file() and p.name.endswith(suffixes))
         if not self.files:
-            raise CorpusError(f"corpus folder {self.path} holds no {'/'.join(LOCAL_SUFFIXES)} files")
+            raise CorpusError(f"corpus folder {self.path} holds no {'/'.join(suffixes)} files")
         entries = [[f, (self.path / f).stat().st_size] for f in self.files] + [text_field]
+        entries += list(self.text_suffixes)
         self.id = f"local-{slug(self.path.resolve().name)}-{_list_hash(entries)}"
 
     def __iter__(self) -> Iterator[str]:
         for rel in self.files:
             path = self.path / rel
-            if path.suffix == ".txt":
+            if path.suffix == ".txt" or rel.endswith(self.text_suffixes or ("\0",)):
                 yield _decode(path.read_bytes())
             elif path.suffix == ".parquet":
                 yield from self._parquet(path)
@@ -216,7 +223,8 @@ def build_corpus(corpus_cfg: dict):
     if kind == "stdlib":
         corpus = StdlibCorpus()
     elif kind == "local":
-        corpus = LocalCorpus(corpus_cfg.get("path"), corpus_cfg.get("text_field", "text"))
+        corpus = LocalCorpus(corpus_cfg.get("path"), corpus_cfg.get("text_field", "text"),
+                             corpus_cfg.get("text_suffixes", ()))
     elif kind == "hf":
         corpus = HFCorpus(corpus_cfg.get("name"), corpus_cfg.get("config"), corpus_cfg.get("split", "train"),
                           corpus_cfg.get("text_field", "text"), corpus_cfg.get("streaming", True))
