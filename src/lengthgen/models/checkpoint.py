@@ -70,10 +70,10 @@ def model_from_state_dict(
 ) -> LanguageModel:
     """A model of ``arch``/``config`` holding exactly ``state_dict`` (our parameter names).
 
-    Built on the meta device (no random init), then filled; a tied head may be absent from
-    ``state_dict`` or equal to the embedding. Missing, unexpected or misshapen keys raise an
-    error naming them and ``source``."""
-    model = instantiate(config, arch, device="meta")
+    A tied head may be absent from ``state_dict`` or equal to the embedding. Missing, unexpected
+    or misshapen keys raise an error naming them and ``source``. (The model is built on the CPU
+    and overwritten: building on the meta device would lose the tie and the no-weight-decay marks.)"""
+    model = instantiate(config, arch)
     sd = dict(state_dict)
     expected = model.state_dict()
     if config.tie_embeddings and EMBEDDING_KEY in sd:
@@ -91,7 +91,6 @@ def model_from_state_dict(
     wrong = [f"{k}: {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
     if wrong:
         raise ValueError(f"{source}: parameter shapes do not match the config: {_listing(wrong)}")
-    model.to_empty(device="cpu")
     model.load_state_dict(sd, strict=True)
     return model
 
