@@ -301,9 +301,21 @@ def skeleton_key_from_fla(key: str) -> str:
 def load_official(folder: str | Path) -> Model:
     """A folder in the fla-hub layout (``config.json`` with ``model_type: gla`` and
     ``model.safetensors`` or ``pytorch_model.bin``) as our Model."""
+    return load_fla_folder(folder, ARCH, config_from_fla, from_fla_state_dict)
+
+
+def load_fla_folder(folder: str | Path, arch: str, config_from_fla, from_fla_state_dict) -> LanguageModel:
+    """Shared by the GLA and RWKV-6 loaders: read an fla-hub folder, translate its config and
+    parameter names, and build the model; key errors also say how the names were translated."""
     from lengthgen.models.checkpoint import CONFIG_FILE, model_from_state_dict, read_json, read_weights
 
     folder = Path(folder)
     config = config_from_fla(read_json(folder / CONFIG_FILE), str(folder / CONFIG_FILE))
     state_dict, source = read_weights(folder)
-    return model_from_state_dict(ARCH, config, from_fla_state_dict(state_dict), source)
+    try:
+        return model_from_state_dict(arch, config, from_fla_state_dict(state_dict), source)
+    except ValueError as e:
+        raise ValueError(
+            f"{e} (keys are shown under lengthgen's names: fla's model.embeddings / model.layers / "
+            f"model.norm are backbone.embedding / backbone.layers / backbone.norm_f)"
+        ) from None

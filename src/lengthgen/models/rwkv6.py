@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lengthgen.models.base import LanguageModel, ModelConfig
-from lengthgen.models.gla import check_head_split, skeleton_key_from_fla
+from lengthgen.models.gla import check_head_split, load_fla_folder, skeleton_key_from_fla
 from lengthgen.ops import rwkv6_scan
 
 ARCH = "rwkv6"
@@ -330,9 +330,4 @@ def from_fla_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def load_official(folder: str | Path) -> Model:
     """A folder in the fla-hub layout (``config.json`` with ``model_type: rwkv6`` and
     ``model.safetensors`` or ``pytorch_model.bin``) as our Model."""
-    from lengthgen.models.checkpoint import CONFIG_FILE, model_from_state_dict, read_json, read_weights
-
-    folder = Path(folder)
-    config = config_from_fla(read_json(folder / CONFIG_FILE), str(folder / CONFIG_FILE))
-    state_dict, source = read_weights(folder)
-    return model_from_state_dict(ARCH, config, from_fla_state_dict(state_dict), source)
+    return load_fla_folder(folder, ARCH, config_from_fla, from_fla_state_dict)
