@@ -45,7 +45,8 @@ for setting, es in lp.group(spec, "setting").items():
 md = "| setting | character accuracy | seeds |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
 md += "\n\n" + lp.provenance_text(spec, scale)
 tex = "\\begin{tabular}{lcc}\n\\toprule\nsetting & character accuracy & seeds \\\\\n\\midrule\n"
-tex += "".join(f"{a} & {b.replace('±', '$\\pm$')} & {c} \\\\\n" for a, b, c in rows) + "\\bottomrule\n\\end{tabular}\n"
+pm = "$\\pm$"
+tex += "".join(a + " & " + b.replace("±", pm) + " & " + c + " \\\\\n" for a, b, c in rows) + "\\bottomrule\n\\end{tabular}\n"
 tex += "% " + lp.provenance_text(spec, scale)
 lp.save_table(md, tex, outputs)
 

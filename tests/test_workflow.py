@@ -49,7 +49,7 @@ def sys_path_study():
 
 
 def test_paper_config_resolves():
-    r = snakemake("-n", "--configfile", "config/paper.yaml", "all")
+    r = snakemake("all", "-n", "--configfile", "config/paper.yaml")
     rules = planned_rules(r.stdout)
     assert rules.get("pretrain", 0) >= 10 and rules.get("eval_ppl", 0) >= 10
     assert "skipping" in r.stderr and "huggingface-cli download" in r.stderr  # official branches explained
@@ -133,5 +133,5 @@ def test_smoke_dag_end_to_end(tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     if "study" not in cfg:
         pytest.skip("config/smoke.yaml has no study section yet")
-    r = snakemake("--cores", "2", "--configfile", "config/smoke.yaml", "all", check=False)
+    r = snakemake("all", "--cores", "2", "--configfile", "config/smoke.yaml", check=False)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
