@@ -1,0 +1,208 @@
+"""GPU kernels of lengthgen.ops against the float64 torch references (run with ``pytest -s`` to see errors).
+
+For float32 and bfloat16 inputs, each kernel's outputs, final states and the gradients of a random
+linear functional of both (with respect to every input, the initial state included) are compared
+with the reference evaluated in float64 on the same (rounded) values.  The error of a tensor is
+||kernel - reference|| / ||reference||; float32 must stay under 1e-3, bfloat16 under 2e-2.
+Splitting a sequence and carrying the state through the kernels must match one kernel call.
+
+float32 here means IEEE float32 dots: TRITON_F32_DEFAULT=ieee is set (unless already set) before
+any kernel compiles, because Triton's default TF32 dots alone carry ~1e-3 relative error.
+Shapes are moderate (b=2, l=512, h=4) so Triton compilation and autotuning stay short.
+"""
+
+import os
+
+os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from lengthgen.ops import _backend, causal_conv1d, gla_scan, rwkv6_scan, selective_scan, ssd_scan  # noqa: E402
+
+DEV = "cuda"
+TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 2e-2}
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def need(kernel):
+    why = _backend.kernel_unavailable_reason(kernel)
+    if why is not None:
+        pytest.skip(f"{kernel} unavailable: {why}")
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def leaf(t, dtype):
+    return t.to(DEV, dtype).detach().requires_grad_()
+
+
+def compare(name, fn, inputs, dtype, seed=0):
+    """fn(*inputs, backend=...) with the kernel vs the float64 reference; returns the errors."""
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    out, state = fn(*inputs, backend="kernel")
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    ref_out, ref_state = fn(*ref_inputs, backend="torch")
+    w_out = torch.randn(ref_out.shape, dtype=torch.float64, device=DEV, generator=gen)
+    w_state = torch.randn(ref_state.shape, dtype=torch.float64, device=DEV, generator=gen)
+    grads = torch.autograd.grad((out.double() * w_out).sum() + (state.double() * w_state).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref_out * w_out).sum() + (ref_state * w_state).sum(), ref_inputs)
+    errors = {"out": rel(out, ref_out), "final_state": rel(state, ref_state)}
+    errors.update({f"grad[{i}]": rel(g, rg) for i, (g, rg) in enumerate(zip(grads, ref_grads))})
+    print(f"\n{name} {str(dtype).replace('torch.', '')}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+    assert state.dtype == torch.float32
+    bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
+    assert not bad, f"{name} {dtype}: errors above {TOLERANCE[dtype]}: {bad}"
+    return errors
+
+
+def split_matches(name, fn, time_inputs, split, time_dim):
+    """One kernel call == two calls with the state carried (no grad)."""
+    with torch.no_grad():
+        whole, final = fn(*time_inputs, None)
+        first = [t.narrow(time_dim, 0, split) for t in time_inputs]
+        second = [t.narrow(time_dim, split, t.shape[time_dim] - split) for t in time_inputs]
+        y1, s1 = fn(*first, None)
+        y2, s2 = fn(*second, s1)
+    e_out, e_state = rel(torch.cat([y1, y2], time_dim), whole), rel(s2, final)
+    print(f"\n{name} split at {split}: out={e_out:.2e}, final_state={e_state:.2e}")
+    assert e_out < 1e-4 and e_state < 1e-4
+
+
+# ----------------------------------------------------------------------------- Mamba-2 SSD
+def ssd_inputs(dtype, b=2, l=512, h=4, p=64, g=1, n=64):
+    torch.manual_seed(0)
+    return [
+        leaf(torch.randn(b, l, h, p), dtype),
+        leaf(torch.randn(b, l, h) - 2.0, dtype),  # softplus(dt + bias) around 0.1
+        leaf(-torch.rand(h) * 2 - 0.1, torch.float32),
+        leaf(torch.randn(b, l, g, n) / n**0.5, dtype),
+        leaf(torch.randn(b, l, g, n) / n**0.5, dtype),
+        leaf(torch.randn(h), torch.float32),
+        leaf(torch.randn(h) * 0.1, torch.float32),
+        leaf(torch.randn(b, h, p, n), torch.float32),
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ssd_kernel(dtype):
+    need("mamba_ssd")
+
+    def fn(x, dt, A, B, C, D, bias, h0, backend):
+        return ssd_scan(x, dt, A, B, C, D=D, dt_bias=bias, dt_softplus=True, initial_state=h0, chunk_size=256,
+                        backend=backend)  # fmt: skip
+
+    compare("ssd_scan", fn, ssd_inputs(dtype), dtype)
+
+
+def test_ssd_kernel_split_and_carry():
+    need("mamba_ssd")
+    x, dt, A, B, C, D, bias, _ = ssd_inputs(torch.float32)
+
+    def fn(x, dt, B, C, h0):
+        return ssd_scan(x, dt, A, B, C, D=D, dt_bias=bias, dt_softplus=True, initial_state=h0, backend="kernel")
+
+    for split in (1, 256, 300):
+        split_matches("ssd_scan", fn, [x, dt, B, C], split, 1)
+
+
+# ----------------------------------------------------------------------------- Mamba-1 selective scan
+def selective_scan_inputs(dtype, b=2, d=128, n=16, l=512):
+    torch.manual_seed(1)
+    return [
+        leaf(torch.randn(b, d, l), dtype),
+        leaf(torch.randn(b, d, l) - 2.0, dtype),
+        leaf(-torch.rand(d, n) * 2 - 0.1, torch.float32),
+        leaf(torch.randn(b, n, l), dtype),
+        leaf(torch.randn(b, n, l), dtype),
+        leaf(torch.randn(d), torch.float32),
+        leaf(torch.randn(d) * 0.1, torch.float32),
+        leaf(torch.randn(b, d, n), torch.float32),
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_selective_scan_kernel(dtype):
+    need("triton_selective_scan")
+
+    def fn(u, delta, A, B, C, D, bias, h0, backend):
+        return selective_scan(u, delta, A, B, C, D=D, delta_bias=bias, delta_softplus=True, initial_state=h0,
+                              backend=backend)  # fmt: skip
+
+    compare("selective_scan", fn, selective_scan_inputs(dtype), dtype)
+
+
+def test_selective_scan_kernel_split_and_carry():
+    need("triton_selective_scan")
+    u, delta, A, B, C, D, bias, _ = selective_scan_inputs(torch.float32)
+
+    def fn(u, delta, B, C, h0):
+        return selective_scan(u, delta, A, B, C, D=D, delta_bias=bias, delta_softplus=True, initial_state=h0,
+                              backend="kernel")  # fmt: skip
+
+    for split in (1, 200, 511):
+        split_matches("selective_scan", fn, [u, delta, B, C], split, 2)
+
+
+# ----------------------------------------------------------------------------- GLA and RWKV-6
+def linear_attention_inputs(dtype, b=2, t=512, h=4, K=64, V=64):
+    torch.manual_seed(2)
+    return [
+        leaf(torch.randn(b, t, h, K), dtype),
+        leaf(torch.randn(b, t, h, K), dtype),
+        leaf(torch.randn(b, t, h, V), dtype),
+        leaf(F.logsigmoid(torch.randn(b, t, h, K)) / 4, dtype),
+        leaf(torch.randn(b, h, K, V), torch.float32),
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gla_kernel(dtype):
+    need("fla")
+    fn = lambda q, k, v, g, h0, backend: gla_scan(q, k, v, g, initial_state=h0, backend=backend)  # noqa: E731
+    compare("gla_scan", fn, linear_attention_inputs(dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rwkv6_kernel(dtype):
+    need("fla")
+    inputs = linear_attention_inputs(dtype)
+    inputs[0] = leaf(inputs[0].detach() * 64**-0.5, dtype)  # RWKV-6 runs at scale 1: keep outputs O(1)
+    u = leaf(torch.randn(4, 64) * 0.1, dtype)
+
+    def fn(r, k, v, w, h0, u, backend):
+        return rwkv6_scan(r, k, v, w, u, scale=1.0, initial_state=h0, backend=backend)
+
+    compare("rwkv6_scan", fn, [*inputs, u], dtype)
+
+
+def test_linear_attention_kernels_split_and_carry():
+    need("fla")
+    q, k, v, g, _ = linear_attention_inputs(torch.float32)
+    u = torch.randn(4, 64, device=DEV) * 0.1
+    gla = lambda q, k, v, g, h0: gla_scan(q, k, v, g, initial_state=h0, backend="kernel")  # noqa: E731
+    rwkv = lambda r, k, v, w, h0: rwkv6_scan(r, k, v, w, u, initial_state=h0, backend="kernel")  # noqa: E731
+    for split in (1, 64, 300):
+        split_matches("gla_scan", gla, [q, k, v, g], split, 1)
+        split_matches("rwkv6_scan", rwkv, [q * 64**-0.5, k, v, g], split, 1)
+
+
+# ----------------------------------------------------------------------------- causal conv
+def test_causal_conv1d_on_cuda():
+    """The compiled causal-conv1d when installed; the torch path on CUDA otherwise (auto)."""
+    torch.manual_seed(3)
+    x, w, bias, st = (torch.randn(2, 64, 512), torch.randn(64, 4), torch.randn(64), torch.randn(2, 64, 3))
+    dtype = torch.float32
+    inputs = [leaf(x, dtype), leaf(w, dtype), leaf(bias, dtype), leaf(st, dtype)]
+    if _backend.kernel_unavailable_reason("causal_conv1d") is None:
+        fn = lambda x, w, b, s, backend: causal_conv1d(x, w, b, conv_state=s, backend=backend)  # noqa: E731
+        compare("causal_conv1d", fn, inputs, dtype)
+    y, s = causal_conv1d(*inputs[:3], conv_state=inputs[3], backend="auto")
+    ry, rs = causal_conv1d(*(t.detach().double() for t in inputs[:3]), conv_state=inputs[3].detach().double(),
+                           backend="torch")  # fmt: skip
+    print(f"\ncausal_conv1d auto: out={rel(y, ry):.2e}, state={rel(s, rs):.2e}")
+    assert rel(y, ry) < 1e-5 and rel(s, rs) < 1e-6
