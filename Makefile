@@ -27,8 +27,8 @@ test: $(STAMP)  ## CPU test suite (tests/gpu skip without CUDA)
 test-gpu: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests/gpu
 
-dryrun-paper: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake -n --configfile config/paper.yaml all
+dryrun-paper: $(STAMP)  ## resolve the paper-scale DAG without running it
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake all -n --configfile config/paper.yaml
 
 # Wheels for air-gapped GPU nodes. torch and triton come from the node's own install; the
 # compiled pieces (rpds-py) are fetched for the node's Python (GPU_PYTHON, default 3.12).
