@@ -14,11 +14,12 @@ Every function takes any model with the forward contract ``logits, state = model
 from .perplexity import PositionwiseMean, bucket_means, log_buckets, perplexity, positionwise_loss
 from .remembrance import DISTANCES, effective_remembrance, log_cut_points, suffix_probs
 from .state_stats import StatsMean, measure_state, state_statistics
+from .generate import greedy_generate
 from .streaming import stream
 from .verdict import Verdict, length_generalization, smooth
 
 __all__ = [
-    "DISTANCES", "PositionwiseMean", "StatsMean", "Verdict", "bucket_means", "effective_remembrance", "length_generalization",
+    "DISTANCES", "PositionwiseMean", "StatsMean", "Verdict", "bucket_means", "effective_remembrance", "greedy_generate", "length_generalization",
     "log_buckets", "log_cut_points", "measure_state", "perplexity", "positionwise_loss", "smooth",
     "state_statistics", "stream", "suffix_probs",
 ]
