@@ -5,7 +5,7 @@ kernels then work, but ``import mamba_ssm`` fails, because ``mamba_ssm/__init__.
 ``ops.selective_scan_interface``, which imports the compiled ``selective_scan_cuda``
 unconditionally.  This module first records which compiled extensions really import, then
 imports ``mamba_ssm.ops.triton.ssd_combined``; whenever that import stops on one of the known
-compiled modules, it registers an empty stand-in module under that name and tries again.  Stand-ins
+compiled modules (missing, or present but unloadable), it registers an empty stand-in module under that name and tries again.  Stand-ins
 are only ever registered for modules that failed to import, and touching an attribute of one
 raises an ImportError that names the missing extension.  Nothing here runs until a kernel is
 asked for, so CPU-only installs never import mamba-ssm.
@@ -73,7 +73,7 @@ def mamba_chunk_scan_combined() -> Callable:
     for _ in range(len(COMPILED_MODULES) + 1):
         try:
             from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as fn
-        except ModuleNotFoundError as e:
+        except ImportError as e:  # missing, or present but unloadable (e.g. built for another torch)
             if e.name in COMPILED_MODULES and e.name not in sys.modules:
                 sys.modules[e.name] = _stand_in(e.name)
                 continue
