@@ -108,3 +108,13 @@ def validation_batches(cfg: Mapping[str, Any], length: int, num_sequences: int, 
     if len(ds.val) == 0:
         raise ValueError("the validation split is empty: raise data.val_fraction and run prepare-data again")
     yield from ValidationSequences(ds.val, length=length, num_sequences=num_sequences, batch_size=batch_size)
+
+
+def tokenizer(cfg: Mapping[str, Any]):
+    """The tokenizer of ``cfg["data"]["tokenizer"]``: built directly (byte, hf) or, for a trained BPE,
+    read from the prepared dataset."""
+    from lengthgen.data import build_tokenizer, open_dataset
+
+    if cfg["data"]["tokenizer"]["kind"] == "bpe":
+        return open_dataset(cfg).tokenizer
+    return build_tokenizer(cfg["data"]["tokenizer"])
