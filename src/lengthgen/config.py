@@ -7,6 +7,7 @@ schema's defaults and validates; an unknown or mistyped key is an error naming i
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from importlib import resources
@@ -22,8 +23,22 @@ class ConfigError(ValueError):
     """A config that does not match the schema; the message names the key and the fix."""
 
 
-def schema() -> dict:
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    """The parsed schema, read once per process (resolving a study's jobs validates hundreds of configs)."""
     return yaml.safe_load(resources.files("lengthgen").joinpath(SCHEMA_RESOURCE).read_text())
+
+
+def schema() -> dict:
+    return copy.deepcopy(_schema())
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    """JSON Schema draft 2020-12, the draft Snakemake's ``validate`` also uses."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(_schema())
 
 
 def schema_path() -> Path:
@@ -82,10 +97,7 @@ def _format_error(err) -> str:
 
 
 def validate(cfg: Mapping) -> None:
-    import jsonschema
-
-    validator = jsonschema.Draft7Validator(schema())
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_format_error(e) for e in errors))
 
@@ -95,7 +107,7 @@ def resolve(cfg: Mapping | None = None, overrides: Iterable[str] = ()) -> dict:
     cfg = copy.deepcopy(dict(cfg or {}))
     apply_overrides(cfg, overrides)
     validate(cfg)
-    cfg = _fill_defaults(schema(), cfg)
+    cfg = _fill_defaults(_schema(), cfg)
     validate(cfg)
     return cfg
 
