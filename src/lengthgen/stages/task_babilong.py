@@ -1,0 +1,81 @@
+"""BABILong qa1-qa5 accuracy by context length (paper Sec. 5.1, Fig. 6).
+
+Samples come from the public datasets (``tasks.babilong.source=hf``: ``tasks.babilong.dataset``, a hub
+name or a local folder) or from the offline generator with filler from ``data.corpus``
+(``source=generated``).  Few-shot (``few_shot``: in-context examples in the prompt) and finetuned
+(``finetune.protocol=standard``: the model is first finetuned on generated tasks of
+``finetune.context`` tokens, in ``--work``, default OUT.finetune) protocols.  Writes one JSON result
+(kind ``task-babilong``): accuracy per (task, length) and every sample's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "BABILong qa1-qa5 accuracy by length (few-shot or finetuned)"
+NAME = "task-babilong"
+KIND = "task-babilong"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ._common import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--model", required=True, help="model folder or hub name")
+    p.add_argument("--out", required=True, help="result file (.json)")
+    p.add_argument("--work", default=None, help="finetuning run folder (default: OUT.finetune)")
+
+
+def run(args) -> int:
+    import random
+
+    from lengthgen.config import load_config
+    from lengthgen.data import build_corpus
+    from lengthgen.evaluate import runtime
+    from lengthgen.provenance import provenance
+    from lengthgen.results import write_result
+    from lengthgen.tasks import babilong
+    from lengthgen.tasks.finetune import finetune
+
+    cfg = load_config(args.config, args.overrides)
+    bl, ev = cfg["tasks"]["babilong"], cfg["eval"]
+    tokenizer = runtime.tokenizer(cfg)
+    device = runtime.resolve_device(ev["device"])
+    ft = bl["finetune"]
+    if ft["protocol"] != "none":
+        from lengthgen.models import load_model
+
+        model = load_model(args.model)
+        pool = babilong.filler_pool(iter(build_corpus(cfg["data"]["corpus"])), tokenizer, 8 * ft["context"])
+        tasks = list(bl["tasks"])
+
+        def make_row(rng: random.Random):
+            task = rng.choice(tasks)
+            return babilong.finetune_example(tokenizer, task, ft["context"], babilong.cycle_from(pool, rng),
+                                             bl["few_shot"], rng)
+
+        finetune(model, make_row, cfg, args.work or f"{args.out}.finetune", intervention="zero",
+                 steps=ft["steps"], context=ft["context"], batch_size=ft["batch_size"], lr=ft["lr"])
+        model = runtime.prepare_model(model, device, ev["precision"])
+    else:
+        model = runtime.load_eval_model(args.model, device, ev["precision"])
+    filler = babilong.sentences(iter(build_corpus(cfg["data"]["corpus"]))) if bl["source"] == "generated" else None
+    accuracy, rows = [], []
+    with runtime.autocast(device, ev["precision"]):
+        for task in bl["tasks"]:
+            for length in bl["lengths"]:
+                if filler is None:
+                    samples = babilong.load_hf(bl["dataset"], length, task, bl["samples"])
+                else:
+                    samples = babilong.generate_samples(task, length, bl["samples"], filler, tokenizer, cfg["seed"])
+                got = babilong.evaluate(model, tokenizer, task, samples, bl["few_shot"], bl["max_new_tokens"],
+                                        ev["chunk_size"], device)
+                accuracy.append({"task": task, "length": length, "n": len(got),
+                                 "accuracy": sum(r["correct"] for r in got) / len(got)})
+                rows += [{"task": task, "length": length, **r} for r in got]
+    data = {"model": args.model, "source": bl["source"], "few_shot": bl["few_shot"], "protocol": ft["protocol"],
+            "accuracy": accuracy, "samples": rows}
+    write_result(args.out, KIND, data, provenance(cfg, device=device))
+    mean = sum(a["accuracy"] for a in accuracy) / len(accuracy)
+    print(f"{NAME}: mean accuracy {mean:.3f} over {len(accuracy)} (task, length) cells -> {args.out}")
+    return 0
