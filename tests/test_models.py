@@ -88,7 +88,7 @@ def test_detach_and_mask_return_new_states(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("splits", [[1], [3], [32], [5, 6, 33, 40], list(range(1, 48, 7))])
+@pytest.mark.parametrize("splits", [[3], [1, 32, 33, 40], list(range(1, 48, 7))])
 def test_split_and_carry_is_exact(arch, splits):
     """Whole sequence vs the same sequence in pieces with the state carried (float64)."""
     model = tiny(arch)
