@@ -9,10 +9,13 @@ workflow/scripts/study.py expands it. Rules call only the `lengthgen` command li
 for the notebooks). See docs/workflow.md.
 """
 
+import os
 import shlex
 import shutil
 import subprocess
 import sys
+
+from pathlib import Path
 
 import yaml
 from snakemake.utils import min_version, validate
@@ -58,7 +61,7 @@ CFG = STUDY.cfg
 RUNS, RESULTS = STUDY.runs, STUDY.results
 FIGDIR, NBDIR = STUDY.figures_dir, STUDY.notebooks_dir
 LOGS, BENCH = f"logs/{STUDY.name}", f"benchmarks/{STUDY.name}"
-DATA_ROOT = CFG["data"]["root"].rstrip("/")
+DATA = f"{RUNS}/prepared-data.txt"  # names the manifest of the prepared corpus (workflow/rules/data.smk)
 ENV = "environment.yml"
 
 if STUDY.skipped and workflow.is_main_process:

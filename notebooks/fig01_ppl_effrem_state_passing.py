@@ -15,7 +15,8 @@
 # Reads result files only (never trains or evaluates); missing results are marked, not invented.
 
 # %% tags=["parameters"]
-spec = None  # the workflow passes the entries to show; None = those of config/config.yaml
+# spec: the entries to show, passed by the workflow (None: those of config/config.yaml)
+spec = None
 study = "reduced"
 scale = None
 outputs = ["figures/fig01_ppl_effrem_state_passing.pdf", "figures/fig01_ppl_effrem_state_passing.png"]

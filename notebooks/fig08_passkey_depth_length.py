@@ -15,7 +15,8 @@
 # Reads result files only (never trains or evaluates); missing results are marked, not invented.
 
 # %% tags=["parameters"]
-spec = None  # the workflow passes the entries to show; None = those of config/config.yaml
+# spec: the entries to show, passed by the workflow (None: those of config/config.yaml)
+spec = None
 study = "reduced"
 scale = None
 outputs = ["figures/fig08_passkey_depth_length.pdf", "figures/fig08_passkey_depth_length.png"]
@@ -27,33 +28,14 @@ spec, scale = lp.resolve_spec("fig08", spec, scale)
 lp.style()
 import matplotlib.pyplot as plt  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-
-def accuracy_table(result):
-    """{(length, depth): accuracy} from a task result, whatever its container (JSON data or Parquet rows)."""
-    if isinstance(result, tuple):
-        df = result[0]
-    else:
-        import pandas as pd
-
-        rows = result["data"].get("rows") or result["data"].get("results") or []
-        df = pd.DataFrame(rows)
-    if df.empty or "length" not in df or "accuracy" not in df:
-        raise ValueError("task result without length/accuracy rows")
-    if "depth" not in df:
-        df = df.assign(depth=float("nan"))
-    return df
-
-
 cells = spec or [{"id": "(none)", "results": {"passkey": "(no models selected)"}}]
 fig, axes = plt.subplots(1, len(cells), figsize=(2.8 * len(cells), 2.8), squeeze=False)
 for ax, e in zip(axes[0], cells):
-    res = lp.load_task(e["results"]["passkey"])
+    res = lp.load_task(e["results"]["passkey"], "task-passkey")
     if res is None:
         lp.missing(ax, [e["results"]["passkey"]])
     else:
-        grid = accuracy_table(res).pivot_table(index="depth", columns="length", values="accuracy")
+        grid = lp.accuracy_frame(res).pivot_table(index="depth", columns="length", values="accuracy")
         im = ax.imshow(grid.values, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
         ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], rotation=90)
         ax.set_yticks(range(grid.shape[0]), [f"{d:.2f}" for d in grid.index])

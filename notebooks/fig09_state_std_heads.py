@@ -15,7 +15,8 @@
 # Reads result files only (never trains or evaluates); missing results are marked, not invented.
 
 # %% tags=["parameters"]
-spec = None  # the workflow passes the entries to show; None = those of config/config.yaml
+# spec: the entries to show, passed by the workflow (None: those of config/config.yaml)
+spec = None
 study = "reduced"
 scale = None
 outputs = ["figures/fig09_state_std_heads.pdf", "figures/fig09_state_std_heads.png"]
@@ -26,9 +27,6 @@ from lengthgen import plotting as lp
 spec, scale = lp.resolve_spec("fig09", spec, scale)
 lp.style()
 import matplotlib.pyplot as plt  # noqa: E402
-
-import numpy as np  # noqa: E402
-
 base = [e for e in spec if not e.get("intervention")]
 loaded = {e["id"]: lp.load_stats(e["results"]["state_stats"]) for e in spec}
 picks = []

@@ -15,7 +15,8 @@
 # Reads result files only (never trains or evaluates); missing results are marked, not invented.
 
 # %% tags=["parameters"]
-spec = None  # the workflow passes the entries to show; None = those of config/config.yaml
+# spec: the entries to show, passed by the workflow (None: those of config/config.yaml)
+spec = None
 study = "reduced"
 scale = None
 outputs = ["figures/table1_copying.md", "figures/table1_copying.tex"]
@@ -24,19 +25,15 @@ outputs = ["figures/table1_copying.md", "figures/table1_copying.tex"]
 from lengthgen import plotting as lp
 
 spec, scale = lp.resolve_spec("table1", spec, scale)
-lp.style()
-import matplotlib.pyplot as plt  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 rows = []
 for setting, es in lp.group(spec, "setting").items():
     accs = []
     for e in es:
-        res = lp.load_task(e["results"]["copying"])
+        res = lp.load_task(e["results"]["copying"], "task-copying")
         if res is not None:
-            data = res[1]["data"] if isinstance(res, tuple) else res["data"]
-            accs.append(float(data["char_accuracy"]))
+            accs.append(float(res["data"]["char_accuracy"]))
     label = es[0].get("label", setting)
     if accs:
         rows.append((label, f"{np.mean(accs):.2f} ± {np.std(accs):.2f}", str(len(accs))))

@@ -11,11 +11,12 @@
 # %% [markdown]
 # # Table 2: model configurations
 #
-# Rendered from the model presets (configuration, not results), with parameter counts measured on the built models.
-# Reads result files only (never trains or evaluates); missing results are marked, not invented.
+# The model presets (configuration, not results) with parameter counts measured on the built models,
+# read from the `presets` result (workflow/scripts/presets.py), so this notebook never imports torch.
 
 # %% tags=["parameters"]
-spec = None  # the workflow passes the entries to show; None = those of config/config.yaml
+# spec: the entries to show, passed by the workflow (None: those of config/config.yaml)
+spec = None
 study = "reduced"
 scale = None
 outputs = ["figures/table2_presets.md", "figures/table2_presets.tex"]
@@ -24,25 +25,15 @@ outputs = ["figures/table2_presets.md", "figures/table2_presets.tex"]
 from lengthgen import plotting as lp
 
 spec, scale = lp.resolve_spec("table2", spec, scale)
-lp.style()
-import matplotlib.pyplot as plt  # noqa: E402
 
-import torch  # noqa: E402
-
-from lengthgen.models import ARCHS, build_model, preset_lr, presets  # noqa: E402
-
-rows = []
-for arch in ARCHS:
-    for name, kw in presets(arch).items():
-        if name == "tiny":
-            continue
-        with torch.device("meta"):
-            model = build_model(arch, preset=name)
-        n = sum(p.numel() for p in model.parameters())
-        lr = preset_lr(arch, name)
-        rows.append((name, arch, kw.get("n_layers", "-"), kw.get("d_model", "-"), f"{n / 1e6:.1f}M", f"{lr:g}" if lr else "-"))
 header = ("preset", "arch", "layers", "d_model", "parameters", "peak LR")
+res = lp.load_task(spec[0]["results"]["presets"], "presets")
+rows = [] if res is None else [
+    (r["preset"], r["arch"], r["n_layers"] or "-", r["d_model"] or "-", f"{r['parameters'] / 1e6:.1f}M",
+     f"{r['peak_lr']:g}" if r["peak_lr"] else "-") for r in res["data"]["presets"]]
 md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows)
+if res is None:
+    md += "\n\nnot yet measured: " + spec[0]["results"]["presets"]
 md += "\n\nParameters counted on the built model, tied embeddings once. Scale: configuration (paper Table 2 presets)."
 tex = "\\begin{tabular}{llrrrr}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
 tex += "".join(" & ".join(map(str, r)) + " \\\\\n" for r in rows) + "\\bottomrule\n\\end{tabular}\n"

@@ -4,7 +4,8 @@ Notebooks (``notebooks/figNN_*.py``, jupytext percent format) receive a *spec* f
 (``workflow/scripts/study.py``): one entry per model shown, with its metadata (arch, context,
 intervention, ...) and the result files it reads. They only read and plot. Helpers here:
 
-* ``load_ppl`` / ``load_effrem`` / ``load_stats`` / ``load_task``: read a result (or None if absent);
+* ``load_ppl`` / ``load_effrem`` / ``load_stats`` / ``load_task``: read a result of the kind its stage
+  writes (or None if absent); ``accuracy_frame``: a task result's accuracy rows;
 * ``missing(ax, paths)``: an annotated empty panel "not yet measured: <path>";
 * ``footnote(fig, entries, scale)``: scale and provenance (models, tokens, hardware, commit) read
   from the result files themselves;
@@ -76,15 +77,27 @@ def load_stats(path):
     return load_table(path, "eval-state-stats")
 
 
-def load_task(path, kind: str | None = None):
-    """A task result (JSON or Parquet), or None when absent."""
-    from .results import read_result, read_table
+def load_task(path, kind: str):
+    """A JSON result of ``kind`` (``task-passkey``, ``task-babilong``, ``task-copying``, ``presets``), or None when absent."""
+    from .results import read_result
 
-    if not _exists(path):
-        return None
-    if str(path).endswith(".parquet"):
-        return read_table(path, kind)
-    return read_result(path, kind)
+    return read_result(path, kind) if _exists(path) else None
+
+
+def accuracy_frame(result: Mapping):
+    """The ``data.accuracy`` rows of a task result as a DataFrame (``length``, ``accuracy``; passkey adds ``depth``)."""
+    import pandas as pd
+
+    from .results import ResultError
+
+    rows = result["data"].get("accuracy")
+    if not isinstance(rows, list) or not rows:
+        raise ResultError(f"{result['kind']} result without data.accuracy rows; rerun its stage")
+    df = pd.DataFrame(rows)
+    lacking = {"length", "accuracy"} - set(df.columns)
+    if lacking:
+        raise ResultError(f"{result['kind']} result: data.accuracy rows lack {sorted(lacking)}; rerun its stage")
+    return df
 
 
 def missing(ax, paths: Iterable[str], what: str = "not yet measured") -> None:

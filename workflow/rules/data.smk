@@ -1,10 +1,13 @@
-# Tokenized corpus: `lengthgen prepare-data` writes <data.root>/<corpus>-<tokenizer>/ (manifest + shards).
+# Tokenized corpus: `lengthgen prepare-data` writes <data.root>/<corpus id>-<tokenizer id>/ (manifest +
+# shards) and prints the manifest's path. That folder's name depends on the corpus and tokenizer
+# (resolved by the stage), and <data.root> may hold other corpora, so the rule's output is a small
+# file under the study's runs naming the manifest; Snakemake never deletes the shards.
 
 
 rule prepare_data:
     """Tokenize the config's corpus into memory-mapped shards (a no-op when up to date)."""
     output:
-        directory(DATA_ROOT),
+        DATA,
     params:
         config=CONFIGFILE,
         sets=sets([]),
@@ -16,4 +19,4 @@ rule prepare_data:
     conda:
         "../../" + ENV
     shell:
-        "lengthgen prepare-data --config {params.config} {params.sets} > {log} 2>&1"
+        "lengthgen prepare-data --config {params.config} {params.sets} > {log} 2>&1 && tail -n 1 {log} > {output}"

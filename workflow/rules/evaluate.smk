@@ -9,7 +9,7 @@ def eval_rule(kind):
     return dict(
         out=out,
         stage=stage,
-        input=lambda wc: [DATA_ROOT] + model_input(wc.mid),
+        input=lambda wc: [DATA] + model_input(wc.mid),
         ref=lambda wc: STUDY.models[wc.mid].ref,
         sets=lambda wc: sets(job(wc).overrides),
         gpu=lambda wc: job(wc).gpus,
@@ -88,3 +88,17 @@ rule eval_state_stats:
     shell:
         "lengthgen eval-state-stats --config {params.config} --model {params.model} --out {output} {params.sets} "
         "> {log} 2>&1"
+
+
+rule presets:
+    """Table 2's data: every model preset with its parameter count measured on the built model (CPU, seconds)."""
+    output:
+        STUDY.presets_path(),
+    log:
+        f"{LOGS}/presets.log",
+    benchmark:
+        f"{BENCH}/presets.tsv"
+    conda:
+        "../../" + ENV
+    shell:
+        "python workflow/scripts/presets.py --out {output} > {log} 2>&1"

@@ -8,7 +8,7 @@ def posttrain_job(wildcards):
 rule posttrain:
     """Continue training a model with an intervention (state passing, noise, TBTT, ...)."""
     input:
-        DATA_ROOT,
+        DATA,
         lambda wc: model_input(posttrain_job(wc).model),
     output:
         f"{RUNS}/post/{{tag}}/final/model.safetensors",

@@ -16,7 +16,7 @@ def launcher(wildcards, resources):
 rule pretrain:
     """Train a model from scratch (paper B.1 recipe) with the run's context, budget, warm-up and seed."""
     input:
-        DATA_ROOT,
+        DATA,
     output:
         f"{RUNS}/pt/{{rid}}/final/model.safetensors",
         [f"{RUNS}/pt/{{rid}}/milestones/{m}/model.safetensors" for m in CFG["study"]["pretrain"]["milestones"]],

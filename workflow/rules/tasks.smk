@@ -1,4 +1,5 @@
 # Long-context tasks: passkey retrieval and BABILong per (setting, model); synthetic copying per (setting, seed).
+# A setting that finetunes first (tasks.<task>.finetune) keeps its run folder under <runs>/tasks/.
 
 
 def task_job(path):
@@ -13,12 +14,13 @@ COPYING = f"{RESULTS}/copying/{{name}}.json"
 rule task_passkey:
     """Passkey retrieval accuracy by context length and depth, under one setting (zero-shot, finetuned, ...)."""
     input:
-        lambda wc: [DATA_ROOT] + model_input(wc.mid),
+        lambda wc: [DATA] + model_input(wc.mid),
     output:
         PASSKEY,
     params:
         config=CONFIGFILE,
         model=lambda wc: STUDY.models[wc.mid].ref,
+        work=lambda wc: task_job(PASSKEY)(wc).folder,
         sets=lambda wc: sets(task_job(PASSKEY)(wc).overrides),
     resources:
         gpu=lambda wc: task_job(PASSKEY)(wc).gpus,
@@ -29,13 +31,14 @@ rule task_passkey:
     conda:
         "../../" + ENV
     shell:
-        "lengthgen task-passkey --config {params.config} --model {params.model} --out {output} {params.sets} > {log} 2>&1"
+        "lengthgen task-passkey --config {params.config} --model {params.model} --out {output} --work {params.work} "
+        "{params.sets} > {log} 2>&1"
 
 
 rule task_babilong:
     """BABILong accuracy by context length, under one setting (few-shot, finetuned, ...)."""
     input:
-        lambda wc: [DATA_ROOT] + model_input(wc.mid),
+        lambda wc: [DATA] + model_input(wc.mid),
     output:
         BABILONG,
     params:

@@ -25,17 +25,20 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Result kinds: file extension and the `lengthgen` stage that writes them.
+# Evaluations: file extension and the `lengthgen` stage that writes them (its name is also the
+# result kind recorded in the file, read back by lengthgen.plotting).
 EVAL_KINDS = {
     "ppl": ("parquet", "eval-ppl"),
     "effrem": ("parquet", "eval-effrem"),
     "state_stats": ("parquet", "eval-state-stats"),
 }
+# Tasks: the stage (= result kind) writing <results>/<task>/<setting>/<model id>.json.
 TASK_KINDS = {"passkey": "task-passkey", "babilong": "task-babilong"}
 
 # Every figure and table of the paper: file stem, and what each one reads.
 #   models: the result kinds read for every model the figure's patterns select
 #   tasks:  the task whose settings x models it reads;  copying: Table 1;  presets: Table 2
+#   (<results>/presets.json, written by workflow/scripts/presets.py)
 FIGURES = {
     "fig01": {"stem": "fig01_ppl_effrem_state_passing", "models": ["ppl", "effrem"]},
     "fig02": {"stem": "fig02_ppl_by_context", "models": ["ppl"]},
@@ -226,6 +229,10 @@ class Study:
     def result_path(self, kind: str, mid: str) -> str:
         return f"{self.results}/{kind}/{mid}.{EVAL_KINDS[kind][0]}"
 
+    def presets_path(self) -> str:
+        """Table 2's data: the model presets and their measured parameter counts."""
+        return f"{self.results}/presets.json"
+
     def task_path(self, task: str, setting: str, mid: str) -> str:
         return f"{self.results}/{task}/{setting}/{mid}.json"
 
@@ -257,7 +264,8 @@ class Study:
                         if path not in self.jobs:
                             ov = [*self.s["tasks"]["set"], *setting.get("set", [])]
                             self.jobs[path] = Job("task_" + task, path, TASK_KINDS[task], ov, model=mid,
-                                                  gpus=self.s["tasks"]["gpus"])
+                                                  gpus=self.s["tasks"]["gpus"],
+                                                  folder=f"{self.runs}/tasks/{task}/{setting['name']}/{mid}")
                         spec.append({"id": mid, "setting": setting["name"], **self.models[mid].meta,
                                      "results": {task: path}})
             elif "copying" in info:
@@ -269,6 +277,10 @@ class Study:
                         spec.append({"id": f"copying/{setting['name']}", "setting": setting["name"],
                                      "label": setting.get("label", setting["name"]), "seed": seed,
                                      "results": {"copying": path}})
+            elif "presets" in info:
+                path = self.presets_path()
+                self.jobs[path] = Job("presets", path, "presets", [], gpus=0)
+                spec.append({"id": "presets", "results": {"presets": path}})
             self.figure_specs[fig] = spec
 
     # ------------------------------------------------------------------ figures
@@ -284,7 +296,7 @@ class Study:
         return [p for entry in self.figure_specs[fig] for p in entry["results"].values()]
 
     def all_results(self) -> list[str]:
-        return sorted(p for p, j in self.jobs.items() if j.rule.startswith(("eval", "task")))
+        return sorted(p for p, j in self.jobs.items() if j.rule not in ("pretrain", "posttrain"))
 
     def all_runs(self) -> list[str]:
         return sorted(p for p, j in self.jobs.items() if j.rule in ("pretrain", "posttrain"))
