@@ -1,0 +1,100 @@
+"""Section ``interventions``: the cost of the initial-state interventions in a training step.
+
+Each intervention runs through the trainer's own step (``Trainer._train_step``: the intervention's
+``initial_state`` before the forward, ``observe`` after it, ``end_step`` after the optimizer), on
+the same model and batch. Steps of the interventions are interleaved in rounds so drifts of the
+clock or temperature hit all of them alike; the per-step time is the median over all rounds.
+``overhead[name] = step_time[name] / step_time[zero] - 1``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import Options, SectionFile, free_memory, guarded, synthetic_ids
+
+NAME = "interventions"
+INTERVENTIONS = ("zero", "state_passing", "fitted_noise", "tbtt")
+
+
+class FixedBatches:
+    """A resumable batch source yielding one fixed (rows, T + 1) batch; no row ever resets
+    (``reset_rows``), so TBTT always carries its state, its costliest case."""
+
+    def __init__(self, ids: torch.Tensor):
+        self.ids = ids
+        self.reset_rows = torch.zeros(ids.shape[0], dtype=torch.bool)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        return self.ids
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, sd: dict) -> None:
+        pass
+
+
+def train_config(name: str, rows: int, context: int, options: Options) -> dict:
+    from lengthgen.config import resolve
+
+    return resolve({
+        "train": {"context": context, "batch_tokens": rows * context, "micro_batch": rows, "steps": 10**9,
+                  "lr": 1e-4, "precision": "bf16" if options.is_cuda else "fp32", "device": options.device,
+                  "progress": False, "checkpoint_every": 10**9},
+        "intervention": {"name": name},
+    })
+
+
+def step_times(options: Options, tmp: Path) -> dict:
+    from lengthgen.interventions import build_intervention
+    from lengthgen.models import build_model
+    from lengthgen.train import Trainer
+
+    rows, context = options.pick((8, 2048), (8, 1024), (2, 64))
+    rounds, per_round = options.pick((6, 5), (4, 3), (1, 2))
+    preset = options.preset("mamba2-45m")
+    model = build_model("mamba2", preset, seed=0)
+    ids = synthetic_ids(rows, context + 1, model.config.vocab_size, "cpu")
+    trainers = {}
+    for name in INTERVENTIONS:
+        cfg = train_config(name, rows, context, options)
+        trainers[name] = Trainer(model, FixedBatches(ids), cfg, tmp / name,
+                                 build_intervention(cfg["intervention"], seed=0), log=lambda *a, **k: None)
+    steps = {name: 0 for name in INTERVENTIONS}
+    times: dict[str, list[float]] = {name: [] for name in INTERVENTIONS}
+
+    def run_steps(name: str, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            trainers[name]._train_step(steps[name])  # ends with a device synchronize
+            out.append(time.perf_counter() - t0)
+            steps[name] += 1
+        return out
+
+    for name in INTERVENTIONS:  # warm-up: the first steps compile kernels and fill the passed states
+        run_steps(name, 2)
+    for _ in range(rounds):
+        for name in INTERVENTIONS:
+            times[name].extend(run_steps(name, per_round))
+    for t in trainers.values():
+        t.metrics.close()
+    median = {name: statistics.median(v) for name, v in times.items()}
+    return {"model": preset, "rows": rows, "context": context, "steps_timed": len(times["zero"]),
+            "step_seconds": median, "step_seconds_all": times,
+            "overhead": {name: median[name] / median["zero"] - 1 for name in INTERVENTIONS if name != "zero"}}
+
+
+def run(options: Options, section: SectionFile, args=None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        section.record("mamba2", guarded(lambda: step_times(options, Path(tmp))))
+    free_memory()

@@ -1,0 +1,71 @@
+"""Section ``eval``: long-context position-wise loss, streamed against one full-sequence call.
+
+``lengthgen.evaluate.positionwise_loss`` on one sequence (batch 1) of 8k, 32k, 128k and 512k
+tokens, mamba2-130m with fp32 weights under bf16 autocast (``eval.precision=bf16``):
+
+* streamed in chunks of ``CHUNK`` tokens (state carried), and at 128k also with the library's
+  default ``eval.chunk_size``;
+* in one call (``chunk_size = length``): where it runs out of memory or fails (mamba-ssm's int32
+  indexing past ~61k tokens, state-spaces/mamba issue #1015; our SSD op splits long inputs into
+  segments for that reason), the error text is recorded.
+
+The reference for throughput is the forward at the training shape (8 x 2048 tokens, same function,
+same model): ``eval_128k_tput_vs_train_fwd`` compares the two.
+"""
+
+from __future__ import annotations
+
+from bench.common import Options, SectionFile, free_memory, guarded, measure, rate, synthetic_ids
+
+NAME = "eval"
+CHUNK = 8192
+
+
+def lengths(options: Options) -> list[int]:
+    return options.pick([8192, 32768, 131072, 524288], [8192, 32768, 131072, 524288], [256, 1024])
+
+
+def loss_run(model, ids, chunk: int, options: Options, iters: int) -> dict:
+    from lengthgen.evaluate import positionwise_loss, runtime
+
+    def fn() -> None:
+        with runtime.autocast(options.torch_device, "bf16"):
+            positionwise_loss(model, ids, chunk_size=chunk)
+
+    m = measure(fn, options, warmup=1, iters=iters)
+    tokens = ids.numel() - ids.shape[0]  # positions scored
+    return {**m, "tokens": tokens, "tokens_per_s": rate(tokens, m["median_s"]), "chunk_size": chunk}
+
+
+def run(options: Options, section: SectionFile, args=None) -> None:
+    from lengthgen.config import resolve
+    from lengthgen.evaluate import runtime
+    from lengthgen.models import build_model
+
+    preset = options.preset("mamba2-130m")
+    chunk = options.pick(CHUNK, CHUNK, 128)
+    model = runtime.prepare_model(build_model("mamba2", preset, seed=0), options.torch_device, "bf16")
+    vocab = model.config.vocab_size
+    iters = options.pick(3, 2, 1)
+    short, long = options.pick((8192, 131072), (8192, 131072), (256, 1024))
+    section.data.update(model=preset, chunk_size=chunk, library_chunk_size=resolve({})["eval"]["chunk_size"],
+                        ratio_lengths={"short": short, "long": long})
+
+    rows, context = options.pick((8, 2048), (4, 2048), (2, 64))
+    train_ids = synthetic_ids(rows, context + 1, vocab, options.torch_device)
+    section.record("train_shape_forward",
+                   {"rows": rows, "context": context,
+                    **guarded(lambda: loss_run(model, train_ids, context, options, iters))})
+    del train_ids
+    for length in lengths(options):
+        ids = synthetic_ids(1, length + 1, vocab, options.torch_device, seed=length)
+        n = iters if length <= 131072 else 1
+        entry = {"length": length, "streamed": guarded(lambda: loss_run(model, ids, chunk, options, n))}
+        if length == long:
+            default_chunk = section.data["library_chunk_size"]
+            entry["streamed_library_chunk"] = guarded(lambda: loss_run(model, ids, default_chunk, options, n))
+        free_memory()
+        entry["full"] = guarded(lambda: loss_run(model, ids, length, options, 1))
+        section.record(str(length), entry)
+        del ids
+        free_memory()

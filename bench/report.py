@@ -1,0 +1,344 @@
+"""Assemble the benchmark summary and figure: ``python bench/report.py DIR``.
+
+Reads the section files ``DIR/*.json`` written by ``bench/run.py`` and writes
+
+* ``results/bench/summary.json``: a ``lengthgen.results`` file of kind ``bench_summary`` whose
+  ``data`` is exactly ``{"provenance", "ratios", "raw"}`` (the header's provenance is the same
+  dict: the provenance of the GPU measurements, not of the machine running this script);
+* ``figures/bench_summary.pdf`` / ``.png``: the measured numbers, hardware in the footnote.
+
+Ratios (None when not measured; goals in ``GOALS``):
+
+``mamba2_train_vs_mamba_ssm``    ours / mamba-ssm training tokens/s, the minimum over the Mamba-2 presets
+``gla_train_vs_fla``             ours / fla training tokens/s, gla-70m
+``intervention_overhead_max``    max over state_passing, fitted_noise, tbtt of step time / zero's - 1
+``eval_128k_peak_mem_vs_8k``     peak memory of the streamed 128k evaluation / that of 8k
+``eval_128k_tput_vs_train_fwd``  streamed 128k tokens/s / forward tokens/s at the training shape
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make the ``bench`` package importable
+    sys.path.insert(0, str(ROOT))
+
+KIND = "bench_summary"
+SUMMARY = "results/bench/summary.json"
+FIGURE = "figures/bench_summary"
+GOALS = {  # (comparison, bound)
+    "mamba2_train_vs_mamba_ssm": (">=", 1.0),
+    "gla_train_vs_fla": (">=", 1.0),
+    "intervention_overhead_max": ("<=", 0.03),
+    "eval_128k_peak_mem_vs_8k": ("<=", 1.1),
+    "eval_128k_tput_vs_train_fwd": (">=", 0.8),
+}
+MAMBA2_PRESETS = ("mamba2-45m", "mamba2-130m")
+RATIO_CLIP = 3.0
+ROOFLINE_PRESETS = {"mamba2": "mamba2-130m", "gla": "gla-70m", "rwkv6": "rwkv6-70m", "mamba1": "mamba1-130m"}
+
+
+class ReportError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------------- reading
+def load_sections(folder: str | Path) -> dict[str, dict]:
+    """Section name -> its JSON, for every ``*.json`` section file in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"{folder} is not a folder of benchmark results (run `python bench/run.py --out {folder}`)")
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ReportError(f"{path} is not valid JSON ({e}); rerun that section with --only") from None
+        if isinstance(data, dict) and "section" in data:
+            out[data["section"]] = data
+    return out
+
+
+def dig(obj: Any, *keys: str) -> Any:
+    """obj[k1][k2]..., or None where a key is missing or a value is not a mapping."""
+    for k in keys:
+        if not isinstance(obj, Mapping) or k not in obj:
+            return None
+        obj = obj[k]
+    return obj
+
+
+def _div(a, b) -> float | None:
+    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+# ---------------------------------------------------------------------------- ratios
+def train_ratio(sections: Mapping, presets) -> float | None:
+    values = [dig(sections, "train", "results", p, "ratio_ours_vs_theirs") for p in presets]
+    values = [v for v in values if v is not None]
+    return min(values) if values else None
+
+
+def ratio_lengths(eval_section: Mapping) -> tuple[str, str]:
+    """(short, long) lengths of the eval ratios as result keys (8k and 128k; tiny runs differ)."""
+    lengths = eval_section.get("ratio_lengths") or {"short": 8192, "long": 131072}
+    return str(lengths["short"]), str(lengths["long"])
+
+
+def ratios(sections: Mapping) -> dict[str, float | None]:
+    overheads = dig(sections, "interventions", "results", "mamba2", "overhead") or {}
+    ev = sections.get("eval") or {}
+    short, long = ratio_lengths(ev)
+    results = ev.get("results", {})
+    return {
+        "mamba2_train_vs_mamba_ssm": train_ratio(sections, MAMBA2_PRESETS),
+        "gla_train_vs_fla": train_ratio(sections, ("gla-70m",)),
+        "intervention_overhead_max": max(overheads.values()) if overheads else None,
+        "eval_128k_peak_mem_vs_8k": _div(dig(results, long, "streamed", "peak_mem_bytes"),
+                                         dig(results, short, "streamed", "peak_mem_bytes")),
+        "eval_128k_tput_vs_train_fwd": _div(dig(results, long, "streamed", "tokens_per_s"),
+                                            dig(results, "train_shape_forward", "tokens_per_s")),
+    }
+
+
+def meets_goal(name: str, value: float | None) -> bool | None:
+    if value is None:
+        return None
+    op, bound = GOALS[name]
+    return value >= bound if op == ">=" else value <= bound
+
+
+# ---------------------------------------------------------------------------- roofline
+def lm_head_roofline(config, tokens: int, peak: float, bandwidth: float) -> dict:
+    """The LM-head GEMM (tokens x d) @ (d x V) in bf16: the largest single matmul of a step."""
+    from bench.flops import BF16, roofline
+
+    d, v = config.d_model, config.padded_vocab_size
+    return roofline(2 * tokens * d * v, BF16 * (tokens * d + d * v + tokens * v), peak, bandwidth)
+
+
+def rooflines(tokens: int = 8 * 2048) -> dict:
+    """Whether bytes or FLOPs set the floor of each kernel, from the FLOP and byte counts."""
+    from bench.common import COPY_BANDWIDTH, PEAK_BF16_FLOPS
+    from bench.flops import scan_roofline
+    from lengthgen.models import make_config
+
+    out = {}
+    for arch, preset in ROOFLINE_PRESETS.items():
+        config = make_config(arch, preset)
+        out[preset] = {"scan": scan_roofline(arch, config, PEAK_BF16_FLOPS, COPY_BANDWIDTH),
+                       "lm_head_matmul": lm_head_roofline(config, tokens, PEAK_BF16_FLOPS, COPY_BANDWIDTH)}
+    return out
+
+
+# ---------------------------------------------------------------------------- summary
+def is_smoke(section: Mapping) -> bool:
+    options = section.get("options", {})
+    return bool(options.get("tiny")) or not str(options.get("device", "")).startswith("cuda")
+
+
+def measurement_provenance(sections: Mapping) -> dict:
+    """The provenance of the GPU sections (the first measured on CUDA), else of the first section."""
+    measured = [s for name, s in sections.items() if name != "cpu"] or list(sections.values())
+    if not measured:
+        raise ReportError("no section files found: run `python bench/run.py --out DIR` first")
+    gpu = [s for s in measured if not is_smoke(s)]
+    return dict((gpu or measured)[0]["provenance"])
+
+
+def summary(sections: Mapping, smoke_ok: bool = False) -> dict:
+    """``{"provenance", "ratios", "raw"}``; CPU smoke measurements are refused unless ``smoke_ok``."""
+    smoke = sorted(name for name, s in sections.items() if name != "cpu" and is_smoke(s))
+    if smoke and not smoke_ok:
+        raise ReportError(f"sections {smoke} are a CPU/--tiny smoke run, not benchmark results; "
+                          "run bench/run.py on the GPU, or pass --smoke to write them marked as smoke")
+    raw = {name: {k: v for k, v in s.items() if k != "provenance"} for name, s in sections.items()}
+    raw["roofline"] = rooflines()
+    raw["goals"] = {k: {"op": op, "bound": b} for k, (op, b) in GOALS.items()}
+    raw["smoke_sections"] = smoke
+    return {"provenance": measurement_provenance(sections), "ratios": ratios(sections), "raw": raw}
+
+
+def write_summary(result: Mapping, path: str | Path) -> Path:
+    from lengthgen.results import write_result
+
+    return write_result(path, KIND, result, result["provenance"])
+
+
+# ---------------------------------------------------------------------------- table
+def _fmt(x, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    return f"{x / scale:.{digits}g}{unit}"
+
+
+def table(sections: Mapping) -> str:
+    """The headline numbers as a fixed-width text table."""
+    lines = [f"{'measurement':44s} value"]
+    for preset, r in (dig(sections, "train", "results") or {}).items():
+        ours, theirs = dig(r, "ours", "train_tokens_per_s"), dig(r, "theirs", "train_tokens_per_s")
+        note = "" if theirs is not None else f" (reference: {_why(r)})"
+        lines.append(f"{'train ' + preset + ' tok/s ours | ref':44s} {_fmt(ours)} | {_fmt(theirs)}"
+                     f"  MFU {_fmt(dig(r, 'ours', 'mfu'))}{note}")
+    for name, v in (dig(sections, "interventions", "results", "mamba2", "overhead") or {}).items():
+        lines.append(f"{'intervention overhead ' + name:44s} {_fmt(100 * v, '%')}")
+    for key, r in (dig(sections, "eval", "results") or {}).items():
+        if key == "train_shape_forward":
+            lines.append(f"{'eval forward at training shape tok/s':44s} {_fmt(r.get('tokens_per_s'))}")
+            continue
+        lines.append(f"{'eval ' + key + ' streamed tok/s | peak GiB':44s} {_fmt(dig(r, 'streamed', 'tokens_per_s'))} | "
+                     f"{_fmt(dig(r, 'streamed', 'peak_mem_bytes'), '', 2**30)}  full: {_status(r.get('full'))}")
+    e = dig(sections, "effrem", "results", "mamba2-130m") or {}
+    if e:
+        lines.append(f"{'effrem seconds | measured/bound':44s} {_fmt(e.get('seconds'))} | {_fmt(e.get('measured_vs_bound'))}")
+    for arch, r in (dig(sections, "compile", "results") or {}).items():
+        lines.append(f"{'compile ' + arch + ' cold | warm-cache first call s':44s} "
+                     f"{_fmt(dig(r, 'cold', 'first_call_s'))} | {_fmt(dig(r, 'warm_cache', 'first_call_s'))}")
+    for name, value in ratios(sections).items():
+        ok = meets_goal(name, value)
+        op, bound = GOALS[name]
+        lines.append(f"{'ratio ' + name:44s} {_fmt(value)}  (goal {op} {bound}: "
+                     f"{'-' if ok is None else 'met' if ok else 'NOT met'})")
+    for name, s in sections.items():
+        if "error" in s:
+            lines.append(f"{'section ' + name + ' failed':44s} {s['error']['error'][:100]}")
+    return "\n".join(lines)
+
+
+def _why(r: Mapping) -> str:
+    return str(dig(r, "reference", "unavailable") or dig(r, "theirs", "error") or "not measured")[:80]
+
+
+def _status(r: Mapping | None) -> str:
+    if not r:
+        return "-"
+    if "error" in r:
+        return ("OOM" if r.get("oom") else "error") + ": " + r["error"][:60]
+    return f"{_fmt(r.get('tokens_per_s'))} tok/s, {_fmt(r.get('peak_mem_bytes'), ' GiB', 2**30)}"
+
+
+# ---------------------------------------------------------------------------- figure
+def hardware_text(prov: Mapping, smoke: bool) -> str:
+    hw, versions, git = prov.get("hardware", {}), prov.get("versions", {}), prov.get("git", {})
+    device = f"{hw.get('gpu_count', 1)}x {hw.get('gpu')} (CUDA {hw.get('cuda')})" if hw.get("device") == "cuda" \
+        else f"CPU ({hw.get('machine')})"
+    pkgs = ", ".join(f"{k} {versions[k]}" for k in ("torch", "triton", "mamba-ssm", "fla-core") if k in versions)
+    commit = (git.get("commit") or "unknown")[:10] + ("+dirty" if git.get("dirty") else "")
+    text = f"Hardware: {device}. {pkgs}. Commit {commit}. MFU and roofline against 792 TFLOP/s bf16, 4.3 TB/s copy."
+    return ("SMOKE RUN (CPU / tiny models): not benchmark results. " if smoke else "") + text
+
+
+def figure(result: Mapping, outputs: list[str]) -> None:
+    """Four panels: training tokens/s, streamed vs full evaluation (tokens/s, peak memory), ratios."""
+    import matplotlib.pyplot as plt
+
+    from lengthgen import plotting
+
+    plotting.style()
+    raw = result["raw"]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.2))
+    _train_panel(axes[0, 0], dig(raw, "train", "results") or {})
+    _eval_panels(axes[0, 1], axes[1, 0], dig(raw, "eval", "results") or {})
+    _ratio_panel(axes[1, 1], result["ratios"])
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.text(0.01, 0.005, hardware_text(result["provenance"], bool(raw.get("smoke_sections"))), fontsize=5.5,
+             va="bottom", ha="left", color="0.35", wrap=True)
+    plotting.save(fig, outputs)
+
+
+def _train_panel(ax, train: Mapping) -> None:
+    names = list(train)
+    if not names:
+        ax.text(0.5, 0.5, "train: not measured", ha="center", va="center", transform=ax.transAxes)
+        return
+    xs = range(len(names))
+    ours = [dig(train[n], "ours", "train_tokens_per_s") or 0 for n in names]
+    theirs = [dig(train[n], "theirs", "train_tokens_per_s") or 0 for n in names]
+    ax.bar([x - 0.2 for x in xs], [v / 1e3 for v in ours], 0.4, label="lengthgen")
+    ax.bar([x + 0.2 for x in xs], [v / 1e3 for v in theirs], 0.4, label="reference (mamba-ssm / fla)")
+    for x, v in zip(xs, theirs):
+        if not v:
+            ax.text(x + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6, color="tab:red")
+    ax.set_xticks(list(xs), names, rotation=15)
+    ax.set_ylabel("training tokens/s (thousands)")
+    ax.set_title("training step (fwd+bwd+AdamW, bf16 autocast)")
+    ax.legend()
+
+
+def _eval_panels(ax_tput, ax_mem, results: Mapping) -> None:
+    lengths = sorted(int(k) for k in results if k.isdigit())
+    for mode, marker in (("streamed", "o"), ("full", "s")):
+        pts = [(n, dig(results, str(n), mode, "tokens_per_s"), dig(results, str(n), mode, "peak_mem_bytes"))
+               for n in lengths]
+        ok = [(n, t, m) for n, t, m in pts if t]
+        if ok:
+            ax_tput.plot([p[0] for p in ok], [p[1] for p in ok], marker=marker, label=mode)
+        mem = [(n, m) for n, _, m in ok if m]
+        if mem:
+            ax_mem.plot([p[0] for p in mem], [p[1] / 2**30 for p in mem], marker=marker, label=mode)
+        for n in lengths:
+            r = dig(results, str(n), mode) or {}
+            if "error" in r:
+                ax_tput.annotate("OOM" if r.get("oom") else "error", (n, 0), xycoords=("data", "axes fraction"),
+                                 ha="center", va="bottom", fontsize=6, color="tab:red")
+    ref = dig(results, "train_shape_forward", "tokens_per_s")
+    if ref:
+        ax_tput.axhline(ref, color="0.5", ls=":", lw=0.8, label="forward at training shape")
+    for ax, ylabel, title in ((ax_tput, "tokens/s", "position-wise loss, batch 1"),
+                              (ax_mem, "peak memory (GiB)", "peak memory, batch 1")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    if not ax_mem.lines and lengths:
+        ax_mem.text(0.5, 0.5, "no CUDA memory counters in this run", ha="center", va="center",
+                    transform=ax_mem.transAxes, fontsize=7)
+
+
+def _ratio_panel(ax, values: Mapping) -> None:
+    names = list(GOALS)
+    ys = range(len(names))
+    for y, name in zip(ys, names):
+        v = values.get(name)
+        op, bound = GOALS[name]
+        ok = meets_goal(name, v)
+        color = "0.7" if ok is None else "tab:green" if ok else "tab:red"
+        ax.barh(y, min((v or 0) / bound, RATIO_CLIP), color=color)
+        ax.text(0.02, y, f"{'-' if v is None else f'{v:.3g}'}  (goal {op} {bound})", va="center", fontsize=6,
+                transform=ax.get_yaxis_transform())
+    ax.axvline(1.0, color="0.3", lw=0.8)
+    ax.set_xlim(0, RATIO_CLIP)
+    ax.set_yticks(list(ys), names)
+    ax.set_xlabel(f"value / goal bound (clipped at {RATIO_CLIP})")
+    ax.set_title("ratios against their goals")
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/report.py", description=__doc__.splitlines()[0])
+    p.add_argument("folder", help="the --out folder of bench/run.py")
+    p.add_argument("--summary", default=SUMMARY, help=f"summary result file (default {SUMMARY})")
+    p.add_argument("--figure", default=FIGURE, help=f"figure path without extension (default {FIGURE})")
+    p.add_argument("--smoke", action="store_true", help="accept CPU/--tiny sections (marked as smoke)")
+    args = p.parse_args(argv)
+    try:
+        sections = load_sections(args.folder)
+        result = summary(sections, smoke_ok=args.smoke)
+    except ReportError as e:
+        p.error(str(e))
+    write_summary(result, args.summary)
+    figure(result, [args.figure + ".pdf", args.figure + ".png"])
+    print(table(sections))
+    print(f"-> {args.summary}, {args.figure}.pdf, {args.figure}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

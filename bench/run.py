@@ -1,0 +1,97 @@
+"""Run the benchmark sections in one process: ``python bench/run.py --out DIR [--only S ...] [--quick]``.
+
+Each section writes ``DIR/<section>.json`` as it measures (a killed run keeps what it measured);
+a section that fails (out of memory, a missing package) records the error and the next one runs.
+A compact table is printed at the end; ``python bench/report.py DIR`` makes the summary and figure.
+``--device cpu --tiny`` is a smoke test of the harness on tiny models, never a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make the ``bench`` package importable
+    sys.path.insert(0, str(ROOT))
+
+# section name -> module; the order is the run order (compile last: it is the slowest)
+SECTIONS = {
+    "hardware": "bench.hardware",
+    "train": "bench.train_speed",
+    "interventions": "bench.intervention_overhead",
+    "eval": "bench.long_eval",
+    "effrem": "bench.effrem_cost",
+    "mamba1_scan": "bench.mamba1_section",
+    "compile": "bench.compile_time",
+    "cpu": "bench.figures_time",
+}
+DEFAULT = [name for name in SECTIONS if name != "cpu"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder for the per-section JSON files")
+    p.add_argument("--only", nargs="+", choices=list(SECTIONS), metavar="SECTION",
+                   help=f"sections to run (default: {' '.join(DEFAULT)}; 'cpu' runs only when named)")
+    p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats (~3-4 min on an H200)")
+    p.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    p.add_argument("--tiny", action="store_true", help="tiny presets and shapes: a CPU smoke test of the harness")
+    p.add_argument("--compile-archs", nargs="+", default=None, metavar="ARCH",
+                   help="archs of the compile section (default: mamba2 gla; --quick: mamba2)")
+    args = p.parse_args(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cpu") and not args.tiny:
+        p.error("--device cpu needs --tiny: CPU timings of the real presets are not benchmark results")
+    return args
+
+
+def options_of(args: argparse.Namespace):
+    from bench.common import Options
+
+    return Options(device=args.device, quick=args.quick, tiny=args.tiny)
+
+
+def run_section(name: str, args: argparse.Namespace, out: Path) -> dict:
+    """Run one section; any failure, even importing it, ends up in its JSON."""
+    from bench.common import SectionFile, error_record
+    from lengthgen.provenance import provenance
+
+    options = options_of(args)
+    section = SectionFile(out, name, {"options": dataclasses.asdict(options),
+                                      "provenance": provenance(seed=0, device=options.device)})
+    t0 = time.perf_counter()
+    try:
+        importlib.import_module(SECTIONS[name]).run(options, section, args)
+    except Exception as e:  # noqa: BLE001 - the next section still runs
+        section.data["error"] = error_record(e)
+    return section.finish(wall_s=time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Keep Triton's compiled kernels between runs on the same machine (an ignored repo folder).
+    os.environ.setdefault("TRITON_CACHE_DIR", str(ROOT / ".cache" / "triton"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from bench.report import load_sections, table
+
+    for name in args.only or DEFAULT:
+        print(f"[bench] {name} ...", flush=True)
+        data = run_section(name, args, out)
+        status = "failed: " + data["error"]["error"] if "error" in data else "done"
+        print(f"[bench] {name} {status} in {data['wall_s']:.1f} s -> {out / (name + '.json')}", flush=True)
+    print(table(load_sections(out)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

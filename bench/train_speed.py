@@ -1,0 +1,120 @@
+"""Section ``train``: training throughput of our models against the reference implementations.
+
+One training step = forward + backward + gradient clipping + AdamW step, bf16 autocast over fp32
+master weights (the training recipe), the same token batch and the same weights for both sides;
+the loss is the same fp32 cross-entropy on the logits for both. Also the forward-only throughput
+at the training shape (no grad, logits + loss), MFU against the reference ceiling
+(``flops.train_flops``) and the scan kernel's roofline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bench import flops, upstream
+from bench.common import PEAK_BF16_FLOPS, COPY_BANDWIDTH, Options, SectionFile, autocast, free_memory, guarded, \
+    measure, rate, synthetic_ids
+
+NAME = "train"
+CASES = (("mamba2", "mamba2-45m"), ("mamba2", "mamba2-130m"), ("gla", "gla-70m"), ("rwkv6", "rwkv6-70m"))
+
+
+def shape(options: Options) -> tuple[int, int]:
+    """(rows, context): the same tokens per step for every case and both implementations."""
+    return options.pick((8, 2048), (4, 2048), (2, 64))
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def train_step_fn(model, logits_fn, inputs, targets, options: Options):
+    """A closure running one optimizer step of ``model`` on the fixed batch."""
+    from lengthgen.train.optim import build_optimizer
+
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def step() -> None:
+        with autocast(options):
+            logits = logits_fn(model, inputs)
+        lm_loss(logits, targets).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, optimizer
+
+
+def forward_fn(model, logits_fn, inputs, targets, options: Options):
+    @torch.no_grad()
+    def forward() -> None:
+        with autocast(options):
+            logits = logits_fn(model, inputs)
+        lm_loss(logits, targets)
+
+    return forward
+
+
+def measure_model(model, kind: str, arch: str, inputs, targets, options: Options, setup=None) -> dict:
+    """Train-step and forward timings of one model on the device (moved back to the CPU after)."""
+    if setup is not None:
+        setup()
+    model.to(options.torch_device, dtype=torch.float32).train()
+    logits_fn = upstream.logits_of(kind)
+    tokens = inputs.numel()
+    try:
+        step, optimizer = train_step_fn(model, logits_fn, inputs, targets, options)
+        t = measure(step, options)
+        del optimizer
+        free_memory()
+        model.eval()
+        f = measure(forward_fn(model, logits_fn, inputs, targets, options), options)
+    finally:
+        model.to("cpu")
+        free_memory()
+    seconds = t["median_s"]
+    return {"train_step": t, "train_tokens_per_s": rate(tokens, seconds),
+            "mfu": flops.mfu(flops.train_flops(model, arch, tokens), seconds, PEAK_BF16_FLOPS),
+            "forward": f, "forward_tokens_per_s": rate(tokens, f["median_s"])}
+
+
+def measure_reference(theirs, arch: str, inputs, targets, options: Options) -> dict:
+    """The reference model; for mamba-ssm, the first of its code paths that trains here."""
+    kind = upstream.reference_kind(arch)
+    if kind != "mamba_ssm":
+        return measure_model(theirs, kind, arch, inputs, targets, options)
+    attempts = []
+    for name, setup in upstream.mamba_ssm_variants(theirs):
+        got = guarded(lambda: measure_model(theirs, kind, arch, inputs, targets, options, setup))
+        attempts.append({"variant": name, **({"error": got["error"]} if "error" in got else {"ok": True})})
+        if "error" not in got:
+            return {**got, "variant": name, "attempts": attempts}
+    return {"error": "no mamba-ssm code path trains on this install", "attempts": attempts}
+
+
+def bench_case(arch: str, preset: str, options: Options) -> dict:
+    ours, theirs, info = upstream.pair(arch, options.preset(preset), seed=0)
+    rows, context = shape(options)
+    ids = synthetic_ids(rows, context + 1, ours.config.vocab_size, options.torch_device)
+    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    tokens = rows * context
+    out = {"arch": arch, "preset": options.preset(preset), "rows": rows, "context": context, "tokens_per_step": tokens,
+           "params": ours.num_parameters(), "matmul_params": flops.matmul_params(ours),
+           "scan_flops_per_token": flops.scan_flops_per_token(arch, ours.config),
+           "train_flops_per_step": flops.train_flops(ours, arch, tokens),
+           "scan_roofline_per_token": flops.scan_roofline(arch, ours.config, PEAK_BF16_FLOPS, COPY_BANDWIDTH),
+           "reference": info}
+    out["ours"] = guarded(lambda: measure_model(ours, "ours", arch, inputs, targets, options))
+    if theirs is not None:
+        out["theirs"] = guarded(lambda: measure_reference(theirs, arch, inputs, targets, options))
+        a, b = out["ours"].get("train_tokens_per_s"), out["theirs"].get("train_tokens_per_s")
+        out["ratio_ours_vs_theirs"] = a / b if a and b else None
+    return out
+
+
+def run(options: Options, section: SectionFile, args=None) -> None:
+    for arch, preset in CASES:
+        section.record(preset, guarded(lambda: bench_case(arch, preset, options)))
+        free_memory()
