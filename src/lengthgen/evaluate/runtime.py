@@ -38,8 +38,17 @@ def prepare_model(model: torch.nn.Module, device: torch.device, precision: str) 
     return model.to(device=device, dtype=PRECISIONS[precision]).eval()
 
 
+HF_PREFIX = "hf:"
+
+
 def load_eval_model(source: str, device: torch.device, precision: str):
-    """``lengthgen.models.load_model(source)`` (a model folder or a hub name), ready to evaluate."""
+    """The model to evaluate, ready on ``device``: ``lengthgen.models.load_model(source)`` (a model
+    folder or a hub name), or ``hf:NAME_OR_PATH`` for a Hugging Face causal LM behind
+    :class:`lengthgen.evaluate.hf_adapter.HFCausalLM` (e.g. a Transformer baseline)."""
+    if source.startswith(HF_PREFIX):
+        from .hf_adapter import HFCausalLM
+
+        return prepare_model(HFCausalLM.from_pretrained(source[len(HF_PREFIX):]), device, precision)
     from lengthgen.models import load_model
 
     return prepare_model(load_model(source), device, precision)
