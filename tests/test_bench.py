@@ -1,0 +1,215 @@
+"""CPU checks of the benchmark harness logic: FLOP/byte counts, cut-point token bounds, the ratios
+and summary the report assembles, argument parsing, failure capture. No timing claims."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import common, effrem_cost, flops, report, run, upstream  # noqa: E402
+from lengthgen.models import build_model, make_config  # noqa: E402
+
+
+# ---------------------------------------------------------------------------- FLOP and byte counts
+def test_matmul_params_counts_every_linear_weight_and_the_tied_head():
+    model = build_model("mamba2", "tiny")
+    c = model.config  # d_model 64, d_inner 128, d_state 16, headdim 16 -> 8 heads, 1 group
+    in_proj = c.d_model * (2 * c.d_inner + 2 * c.ngroups * c.d_state + c.nheads)
+    per_layer = in_proj + c.d_inner * c.d_model
+    assert flops.matmul_params(model) == c.n_layers * per_layer + c.padded_vocab_size * c.d_model == 70656
+
+
+def test_scan_flops_and_bytes_follow_the_documented_formulas():
+    m2 = make_config("mamba2", "tiny")  # H=8, P=16, N=16, G=1, Q=32, 2 layers
+    assert flops.scan_flops_per_token("mamba2", m2) == 2 * (1 * 2 * 32 * 16 + 8 * (2 * 32 * 16 + 4 * 16 * 16)) == 34816
+    assert flops.scan_bytes_per_token("mamba2", m2) == 2 * (2 * (128 + 32) + 4 * 8 + 2 * 128) == 1216
+    gla = make_config("gla", "tiny")  # 2 heads, K = 16, V = 32 per head, 2 layers
+    assert flops.scan_flops_per_token("gla", gla) == 2 * 2 * (2 * 64 * (16 + 32) + 4 * 16 * 32) == 32768
+    m1 = make_config("mamba1", "tiny")  # d_inner 128, d_state 16
+    assert flops.scan_flops_per_token("mamba1", m1) == 2 * 8 * 128 * 16
+    with pytest.raises(ValueError, match="no scan FLOP count"):
+        flops.scan_flops_per_token("transformer", m2)
+
+
+def test_train_flops_is_three_forwards_and_mfu_divides_by_the_peak():
+    model = build_model("gla", "tiny")
+    tokens = 1000
+    fwd = 2 * flops.matmul_params(model) * tokens + flops.scan_flops_per_token("gla", model.config) * tokens
+    assert flops.forward_flops(model, "gla", tokens) == fwd
+    assert flops.train_flops(model, "gla", tokens) == 3 * fwd
+    assert flops.mfu(792e12, 2.0, 792e12) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        flops.mfu(1.0, 0.0, 792e12)
+
+
+def test_roofline_picks_the_bound_from_the_ridge():
+    r = flops.roofline(flops=1000.0, bytes_moved=10.0, peak=100.0, bandwidth=10.0)  # intensity 100, ridge 10
+    assert r["bound"] == "compute" and r["intensity_flop_per_byte"] == 100 and r["floor_s"] == pytest.approx(10.0)
+    r = flops.roofline(flops=50.0, bytes_moved=10.0, peak=100.0, bandwidth=1.0)  # intensity 5, ridge 100
+    assert r["bound"] == "memory" and r["floor_s"] == pytest.approx(10.0)
+    # the real presets: the chunked GLA scan is memory-bound on an H200, the LM-head GEMM compute-bound
+    roof = report.rooflines()
+    assert roof["gla-70m"]["scan"]["bound"] == "memory"
+    assert roof["mamba2-130m"]["lm_head_matmul"]["bound"] == "compute"
+
+
+# ---------------------------------------------------------------------------- Effective Remembrance bound
+def test_effrem_token_counts():
+    assert effrem_cost.bound_tokens(8, [0, 2, 5]) == 8 + 6 + 3
+    assert effrem_cost.bound_tokens(8, [2, 5]) == 8 + 6 + 3        # the full pass (t = 0) is always read
+    assert effrem_cost.grouped_tokens(8, [2, 5], group_size=2) == 2 * 8 + 1 * 3
+    cuts = effrem_cost.cut_points(8192, 64)
+    assert len(cuts) >= 64 and len(set(cuts)) == len(cuts) and cuts[0] == 0 and max(cuts) < 8192
+    with pytest.raises(ValueError, match="distinct cut points"):
+        effrem_cost.cut_points(10, 11)
+
+
+# ---------------------------------------------------------------------------- reference configs
+def test_reference_configs_translate_back_to_ours():
+    from lengthgen.models import gla, rwkv6
+    from lengthgen.models.checkpoint import mamba_ssm_config
+
+    ours = make_config("mamba2", "mamba2-130m")
+    arch, back = mamba_ssm_config(json.loads(json.dumps(upstream.mamba_ssm_config_dict(ours))))
+    assert arch == "mamba2" and back == ours
+    for module, arch in ((gla, "gla"), (rwkv6, "rwkv6")):
+        ours = make_config(arch, f"{arch}-70m")
+        back = module.config_from_fla({"model_type": arch, **upstream.fla_config_dict(arch, ours)})
+        assert back.padded_vocab_size == ours.padded_vocab_size
+        assert back.replace(vocab_size=ours.vocab_size, pad_vocab_size_multiple=ours.pad_vocab_size_multiple) == ours
+
+
+def test_missing_reference_package_gives_our_model_and_the_reason(monkeypatch):
+    def broken(*a, **k):
+        raise ModuleNotFoundError("No module named 'fla'")
+
+    monkeypatch.setattr(upstream, "fla_pair", broken)
+    ours, theirs, info = upstream.pair("gla", "tiny")
+    assert theirs is None and ours.arch == "gla"
+    assert info["unavailable"] == "ModuleNotFoundError: No module named 'fla'"
+
+
+# ---------------------------------------------------------------------------- failure capture
+def test_guarded_records_errors_and_flags_out_of_memory():
+    def oom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 100.00 GiB")
+
+    rec = common.guarded(oom)
+    assert rec["oom"] is True and rec["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    rec = common.guarded(lambda: 1 / 0)
+    assert rec["error"] == "ZeroDivisionError: division by zero" and "oom" not in rec
+    assert common.guarded(lambda: {"x": 1}) == {"x": 1}
+    assert common.scrub(f'File "{ROOT}/bench/x.py" in /opt/py/lib/python3.12/site-packages/fla/a.py') == \
+        'File "bench/x.py" in fla/a.py'
+
+
+def test_section_file_is_rewritten_after_each_record(tmp_path):
+    s = common.SectionFile(tmp_path, "demo", {"options": {}})
+    assert json.loads((tmp_path / "demo.json").read_text())["complete"] is False
+    s.record("a", {"v": 1})
+    on_disk = json.loads((tmp_path / "demo.json").read_text())
+    assert on_disk["results"] == {"a": {"v": 1}} and on_disk["complete"] is False
+    s.finish(wall_s=1.5)
+    on_disk = json.loads((tmp_path / "demo.json").read_text())
+    assert on_disk["complete"] is True and on_disk["wall_s"] == 1.5
+
+
+# ---------------------------------------------------------------------------- command line
+def test_parse_args():
+    args = run.parse_args(["--out", "d", "--device", "cpu", "--tiny", "--only", "train", "eval"])
+    assert args.only == ["train", "eval"] and args.tiny and args.device == "cpu" and not args.quick
+    with pytest.raises(SystemExit):
+        run.parse_args(["--out", "d", "--device", "cpu"])  # real presets on the CPU are not results
+    with pytest.raises(SystemExit):
+        run.parse_args(["--out", "d", "--only", "nonsense"])
+    assert "cpu" not in run.DEFAULT and run.DEFAULT[0] == "hardware"
+
+
+def test_a_failing_section_is_recorded_and_the_next_runs(tmp_path, monkeypatch):
+    from bench import hardware
+
+    def explode(*a, **k):
+        raise RuntimeError("no such kernel")
+
+    monkeypatch.setattr(hardware, "run", explode)
+    assert run.main(["--out", str(tmp_path), "--device", "cpu", "--tiny", "--only", "hardware", "mamba1_scan"]) == 0
+    sections = report.load_sections(tmp_path)
+    assert sections["hardware"]["error"]["error"] == "RuntimeError: no such kernel"
+    assert sections["hardware"]["complete"] is True
+    assert sections["mamba1_scan"]["results"]["scan"]["unavailable"].startswith("bench/mamba1_scan.py times GPU")
+    assert sections["mamba1_scan"]["provenance"]["hardware"]["device"] == "cpu"
+
+
+# ---------------------------------------------------------------------------- report
+def _section(name, results, device="cuda", **extra):
+    prov = {"git": {"commit": "abc", "dirty": False}, "config_hash": None, "seed": 0,
+            "hardware": {"device": device, "gpu": "NVIDIA H200", "gpu_count": 1, "cuda": "13.0"},
+            "versions": {"torch": "2.11"}, "argv": []}
+    return {"section": name, "complete": True, "options": {"device": device, "quick": False, "tiny": False},
+            "provenance": prov, "results": results, **extra}
+
+
+def synthetic_sections(device="cuda"):
+    train = {"mamba2-45m": {"ratio_ours_vs_theirs": 1.2, "ours": {"train_tokens_per_s": 120.0},
+                            "theirs": {"train_tokens_per_s": 100.0}},
+             "mamba2-130m": {"ratio_ours_vs_theirs": 0.9, "ours": {"train_tokens_per_s": 90.0},
+                             "theirs": {"train_tokens_per_s": 100.0}},
+             "gla-70m": {"ratio_ours_vs_theirs": 1.05, "ours": {"train_tokens_per_s": 105.0},
+                         "theirs": {"train_tokens_per_s": 100.0}}}
+    inter = {"mamba2": {"overhead": {"state_passing": 0.01, "fitted_noise": 0.025, "tbtt": 0.02}}}
+    ev = {"train_shape_forward": {"tokens_per_s": 1000.0},
+          "8192": {"streamed": {"tokens_per_s": 700.0, "peak_mem_bytes": 2 * 2**30},
+                   "full": {"tokens_per_s": 900.0, "peak_mem_bytes": 3 * 2**30}},
+          "131072": {"streamed": {"tokens_per_s": 850.0, "peak_mem_bytes": 2.1 * 2**30},
+                     "full": {"error": "OutOfMemoryError: CUDA out of memory", "oom": True}}}
+    return {"train": _section("train", train, device), "interventions": _section("interventions", inter, device),
+            "eval": _section("eval", ev, device, ratio_lengths={"short": 8192, "long": 131072})}
+
+
+def test_ratios_from_the_sections():
+    r = report.ratios(synthetic_sections())
+    assert r == {"mamba2_train_vs_mamba_ssm": 0.9, "gla_train_vs_fla": 1.05, "intervention_overhead_max": 0.025,
+                 "eval_128k_peak_mem_vs_8k": pytest.approx(1.05), "eval_128k_tput_vs_train_fwd": 0.85}
+    assert report.meets_goal("mamba2_train_vs_mamba_ssm", 0.9) is False
+    assert report.meets_goal("intervention_overhead_max", 0.025) is True
+    assert report.meets_goal("gla_train_vs_fla", None) is None
+    assert all(v is None for v in report.ratios({}).values())
+
+
+def test_summary_file_has_exactly_provenance_ratios_raw(tmp_path):
+    from lengthgen.results import read_result
+
+    result = report.summary(synthetic_sections())
+    path = report.write_summary(result, tmp_path / "summary.json")
+    obj = read_result(path, kind="bench_summary")
+    assert set(obj["data"]) == {"provenance", "ratios", "raw"}
+    assert obj["provenance"] == obj["data"]["provenance"]
+    assert obj["provenance"]["hardware"]["gpu"] == "NVIDIA H200"
+    assert obj["data"]["ratios"]["gla_train_vs_fla"] == 1.05
+    assert "provenance" not in obj["data"]["raw"]["train"] and "roofline" in obj["data"]["raw"]
+    assert "OutOfMemoryError" in report.table(synthetic_sections())
+
+
+def test_summary_refuses_smoke_runs_unless_asked(tmp_path):
+    sections = synthetic_sections(device="cpu")
+    with pytest.raises(report.ReportError, match="smoke run"):
+        report.summary(sections)
+    assert report.summary(sections, smoke_ok=True)["raw"]["smoke_sections"] == ["eval", "interventions", "train"]
+
+
+def test_figure_is_byte_stable(tmp_path):
+    result = report.summary(synthetic_sections())
+    outs = [str(tmp_path / "a.pdf"), str(tmp_path / "a.png")]
+    report.figure(result, outs)
+    first = [Path(p).read_bytes() for p in outs]
+    report.figure(result, outs)
+    assert [Path(p).read_bytes() for p in outs] == first
+    assert first[0].startswith(b"%PDF") and b"CreationDate" not in first[0]
