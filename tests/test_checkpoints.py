@@ -59,6 +59,20 @@ def test_load_with_device_and_dtype_and_overwrite(tmp_path):
     assert loaded.zero_state(1).dtype == torch.float64
 
 
+def test_save_unwraps_ddp_and_compile_wrappers(tmp_path):
+    model = tiny("mamba1")
+
+    class Wrapper(torch.nn.Module):  # the attribute names DDP and torch.compile use
+        def __init__(self, inner, attr):
+            super().__init__()
+            setattr(self, attr, inner)
+
+    save_model(Wrapper(Wrapper(model, "module"), "_orig_mod"), tmp_path)
+    assert same_logits(load_model(tmp_path), model)
+    with pytest.raises(TypeError, match="LanguageModel"):
+        save_model(torch.nn.Linear(2, 2), tmp_path)
+
+
 def test_tuple_fields_survive_json(tmp_path):
     model = tiny("mamba2", A_init_range=(2.0, 4.0))
     save_model(model, tmp_path)

@@ -72,6 +72,11 @@ SSM_CFGS = {
     "mamba2": {"layer": "Mamba2", "d_state": 64, "headdim": 32, "ngroups": 2, "chunk_size": 64,
                "use_mem_eff_path": False},
 }  # fmt: skip
+# our tiny models with the same shapes, so every test reuses the same compiled kernels
+OURS = {
+    "mamba1": dict(vocab_size=VOCAB, d_model=128, d_state=16),
+    "mamba2": dict(vocab_size=VOCAB, d_model=128, d_state=64, headdim=32, ngroups=2, chunk_size=64),
+}
 
 
 def upstream_and_ours(upstream, arch, tmp_path):
@@ -108,12 +113,12 @@ def test_logits_match_mamba_ssm(upstream, arch, tmp_path):
 
 @pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
 def test_split_and_carry_through_the_kernels(arch):
-    model = build_model(arch, "tiny", seed=0, device=DEVICE, vocab_size=VOCAB, d_model=128, d_state=32).eval()
+    model = build_model(arch, "tiny", seed=0, device=DEVICE, **OURS[arch]).eval()
     ids = torch.randint(0, VOCAB, (3, 400), device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(2))
     with torch.no_grad():
         whole, final = model(ids)
         state, pieces = None, []
-        for lo, hi in [(0, 1), (1, 2), (2, 130), (130, 257), (257, 400)]:
+        for lo, hi in [(0, 1), (1, 2), (2, 130), (130, 257), (257, 400)]:  # across chunks of 64
             out, state = model(ids[:, lo:hi], state=state)
             pieces.append(out)
     assert rel_err(torch.cat(pieces, 1), whole) < 1e-3
@@ -123,7 +128,7 @@ def test_split_and_carry_through_the_kernels(arch):
 
 @pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
 def test_kernels_match_the_float64_cpu_reference(arch):
-    model = build_model(arch, "tiny", seed=0, vocab_size=VOCAB, d_model=128, d_state=32).eval()
+    model = build_model(arch, "tiny", seed=0, **OURS[arch]).eval()
     ids = torch.randint(0, VOCAB, (2, 200), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         _, start = model.double()(ids[:, :50])

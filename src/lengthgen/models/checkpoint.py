@@ -40,6 +40,7 @@ def save_model(model: LanguageModel, folder: str | Path) -> Path:
     ``config.json`` is written last, so a folder with a config has complete weights."""
     from safetensors.torch import save_file
 
+    model = unwrap(model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -49,6 +50,16 @@ def save_model(model: LanguageModel, folder: str | Path) -> Path:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     write_json(folder / CONFIG_FILE, {"lengthgen": {"arch": model.arch, "config": model.config.to_dict()}})
     return folder
+
+
+def unwrap(model: Any) -> LanguageModel:
+    """The LanguageModel inside a torch.compile (``_orig_mod``) or DDP (``module``) wrapper."""
+    while not isinstance(model, LanguageModel):
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if inner is None:
+            raise TypeError(f"save_model needs a lengthgen LanguageModel, got {type(model).__name__}")
+        model = inner
+    return model
 
 
 def _load_ours(folder: Path, meta: Mapping[str, Any]) -> LanguageModel:
