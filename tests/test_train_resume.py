@@ -1,0 +1,84 @@
+"""Exact resume: ``kill -9`` at a random moment, rerun, and the losses are the uninterrupted run's
+bit for bit (CPU, float32), for the zero initial state and every stateful intervention."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from lengthgen.config import load_config, resolve
+from lengthgen.data import prepare
+from lengthgen.train import RunDir, read_metrics, run_training
+
+STEPS = 12
+
+
+def tiny_config(data_root, intervention):
+    return {
+        "seed": 0,
+        "model": {"arch": "mamba2", "preset": "tiny",
+                  "overrides": {"d_model": 32, "n_layers": 1, "d_state": 8, "headdim": 8, "chunk_size": 16}},
+        "data": {"root": str(data_root), "tokenizer": {"kind": "byte"},
+                 "corpus": {"kind": "stdlib", "max_documents": 8}, "val_fraction": 0.2},
+        "train": {"context": 32, "batch_tokens": 128, "micro_batch": 2, "steps": STEPS, "lr": 3e-3,
+                  "precision": "fp32", "device": "cpu", "checkpoint_every": 3, "progress": False},
+        "intervention": {"name": intervention, "components": "all" if intervention == "tbtt" else "ssm"},
+    }
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    prepare(resolve(tiny_config(root, "zero")))
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    """The same intra-op thread count as the OMP_NUM_THREADS=1 subprocess (same reduction order)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def metric_lines(path):
+    try:
+        return path.read_text().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("intervention", ["zero", "state_passing", "fitted_noise", "tbtt"])
+def test_kill9_then_rerun_reproduces_the_losses(intervention, data_root, tmp_path, one_thread):
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(data_root, intervention)))
+    cfg = load_config(cfg_path)
+    run_training(cfg, tmp_path / "ref", log=lambda *a: None)
+    reference = read_metrics(tmp_path / "ref" / "metrics.jsonl")
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lengthgen.cli", "pretrain", "--config", str(cfg_path),
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while metric_lines(out / "metrics.jsonl") < 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    assert not (out / "final").exists()
+    killed_at = metric_lines(out / "metrics.jsonl")
+    checkpoint = RunDir(out).latest()
+    assert checkpoint is not None and killed_at < STEPS
+
+    run_training(cfg, out, log=lambda *a: None)              # the rerun continues from `checkpoint`
+    resumed = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
+    for key in ("loss", "lr", "grad_norm", "tokens"):
+        assert [r[key] for r in resumed] == [r[key] for r in reference], key
