@@ -108,6 +108,13 @@ def test_unknown_key_and_bad_precision(config_file, tmp_path, capsys):
     assert "train.precision=bf16 needs CUDA" in capsys.readouterr().err
 
 
+def test_missing_data_says_how_to_prepare_it(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tmp_path / "no-data")))
+    assert stage("pretrain", cfg, tmp_path / "r") == 1
+    assert "lengthgen prepare-data" in capsys.readouterr().err
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(config_file, tmp_path, capsys):
     out = tmp_path / "nan"
     assert stage("pretrain", config_file(lr=1e30, checkpoint_every=1, warmup_frac=0.0), out) == 1

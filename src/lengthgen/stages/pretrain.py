@@ -21,13 +21,14 @@ def add_arguments(p) -> None:
 
 
 def train_stage(cfg, out, stage: str) -> int:
-    """Run training and turn the expected failures into a message and exit status 1."""
+    """Run training and turn the expected failures (divergence, a foreign run folder, missing data,
+    a full disk or a missing model folder) into a message and exit status 1."""
     from ..data import DataError
     from ..train import RunDirError, TrainingDiverged, run_training
 
     try:
         run_training(cfg, out, stage=stage)
-    except (TrainingDiverged, RunDirError, DataError) as e:
+    except (TrainingDiverged, RunDirError, DataError, OSError) as e:
         print(f"lengthgen {stage}: {e}", file=sys.stderr)
         return 1
     return 0
