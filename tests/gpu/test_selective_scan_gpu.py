@@ -6,6 +6,8 @@ Errors are relative, ||kernel - reference|| / ||reference||, printed for the log
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    pytest.skip("needs CUDA", allow_module_level=True)
 triton_scan = pytest.importorskip("lengthgen.ops.triton")
 selective_scan_triton = triton_scan.selective_scan_triton
 
