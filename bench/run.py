@@ -32,13 +32,15 @@ SECTIONS = {
     "cpu": "bench.figures_time",
 }
 DEFAULT = [name for name in SECTIONS if name != "cpu"]
+QUICK_DEFAULT = [name for name in DEFAULT if name != "compile"]  # cold compiles take minutes: name it to run it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for the per-section JSON files")
     p.add_argument("--only", nargs="+", choices=list(SECTIONS), metavar="SECTION",
-                   help=f"sections to run (default: {' '.join(DEFAULT)}; 'cpu' runs only when named)")
+                   help=f"sections to run (default: {' '.join(DEFAULT)}; with --quick: {' '.join(QUICK_DEFAULT)}; "
+                        "'cpu' runs only when named)")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats (~3-4 min on an H200)")
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu")
     p.add_argument("--tiny", action="store_true", help="tiny presets and shapes: a CPU smoke test of the harness")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from bench.report import load_sections, table
 
-    for name in args.only or DEFAULT:
+    for name in args.only or (QUICK_DEFAULT if args.quick else DEFAULT):
         print(f"[bench] {name} ...", flush=True)
         data = run_section(name, args, out)
         status = "failed: " + data["error"]["error"] if "error" in data else "done"

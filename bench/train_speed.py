@@ -18,6 +18,7 @@ from bench.common import PEAK_BF16_FLOPS, COPY_BANDWIDTH, Options, SectionFile, 
 
 NAME = "train"
 CASES = (("mamba2", "mamba2-45m"), ("mamba2", "mamba2-130m"), ("gla", "gla-70m"), ("rwkv6", "rwkv6-70m"))
+QUICK_CASES = CASES[:3]  # --quick skips RWKV-6: its fla kernels are a separate (slow) compile
 
 
 def shape(options: Options) -> tuple[int, int]:
@@ -57,8 +58,9 @@ def forward_fn(model, logits_fn, inputs, targets, options: Options):
     return forward
 
 
-def measure_model(model, kind: str, arch: str, inputs, targets, options: Options, setup=None) -> dict:
-    """Train-step and forward timings of one model on the device (moved back to the CPU after)."""
+def measure_model(model, kind: str, step_flops: int, inputs, targets, options: Options, setup=None) -> dict:
+    """Train-step and forward timings of one model on the device (moved back to the CPU after).
+    ``step_flops`` (counted on our model: both sides do the same work) gives the MFU."""
     if setup is not None:
         setup()
     model.to(options.torch_device, dtype=torch.float32).train()
@@ -76,18 +78,18 @@ def measure_model(model, kind: str, arch: str, inputs, targets, options: Options
         free_memory()
     seconds = t["median_s"]
     return {"train_step": t, "train_tokens_per_s": rate(tokens, seconds),
-            "mfu": flops.mfu(flops.train_flops(model, arch, tokens), seconds, PEAK_BF16_FLOPS),
+            "mfu": flops.mfu(step_flops, seconds, PEAK_BF16_FLOPS),
             "forward": f, "forward_tokens_per_s": rate(tokens, f["median_s"])}
 
 
-def measure_reference(theirs, arch: str, inputs, targets, options: Options) -> dict:
+def measure_reference(theirs, arch: str, step_flops: int, inputs, targets, options: Options) -> dict:
     """The reference model; for mamba-ssm, the first of its code paths that trains here."""
     kind = upstream.reference_kind(arch)
     if kind != "mamba_ssm":
-        return measure_model(theirs, kind, arch, inputs, targets, options)
+        return measure_model(theirs, kind, step_flops, inputs, targets, options)
     attempts = []
     for name, setup in upstream.mamba_ssm_variants(theirs):
-        got = guarded(lambda: measure_model(theirs, kind, arch, inputs, targets, options, setup))
+        got = guarded(lambda: measure_model(theirs, kind, step_flops, inputs, targets, options, setup))
         attempts.append({"variant": name, **({"error": got["error"]} if "error" in got else {"ok": True})})
         if "error" not in got:
             return {**got, "variant": name, "attempts": attempts}
@@ -100,21 +102,22 @@ def bench_case(arch: str, preset: str, options: Options) -> dict:
     ids = synthetic_ids(rows, context + 1, ours.config.vocab_size, options.torch_device)
     inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
     tokens = rows * context
+    step_flops = flops.train_flops(ours, arch, tokens)
     out = {"arch": arch, "preset": options.preset(preset), "rows": rows, "context": context, "tokens_per_step": tokens,
            "params": ours.num_parameters(), "matmul_params": flops.matmul_params(ours),
            "scan_flops_per_token": flops.scan_flops_per_token(arch, ours.config),
-           "train_flops_per_step": flops.train_flops(ours, arch, tokens),
+           "train_flops_per_step": step_flops,
            "scan_roofline_per_token": flops.scan_roofline(arch, ours.config, PEAK_BF16_FLOPS, COPY_BANDWIDTH),
            "reference": info}
-    out["ours"] = guarded(lambda: measure_model(ours, "ours", arch, inputs, targets, options))
+    out["ours"] = guarded(lambda: measure_model(ours, "ours", step_flops, inputs, targets, options))
     if theirs is not None:
-        out["theirs"] = guarded(lambda: measure_reference(theirs, arch, inputs, targets, options))
+        out["theirs"] = guarded(lambda: measure_reference(theirs, arch, step_flops, inputs, targets, options))
         a, b = out["ours"].get("train_tokens_per_s"), out["theirs"].get("train_tokens_per_s")
         out["ratio_ours_vs_theirs"] = a / b if a and b else None
     return out
 
 
 def run(options: Options, section: SectionFile, args=None) -> None:
-    for arch, preset in CASES:
+    for arch, preset in (QUICK_CASES if options.quick else CASES):
         section.record(preset, guarded(lambda: bench_case(arch, preset, options)))
         free_memory()

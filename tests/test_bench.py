@@ -213,3 +213,29 @@ def test_figure_is_byte_stable(tmp_path):
     report.figure(result, outs)
     assert [Path(p).read_bytes() for p in outs] == first
     assert first[0].startswith(b"%PDF") and b"CreationDate" not in first[0]
+
+
+def test_train_case_measures_ours_and_a_reference_with_the_same_batch(monkeypatch):
+    from bench import train_speed
+
+    class FlaLike(torch.nn.Module):
+        """Stands in for an fla model: same weights as ours, fla's call signature and output."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, use_cache):
+            assert use_cache is False
+            return type("Out", (), {"logits": self.inner(input_ids)[0]})()
+
+    ours = build_model("gla", "tiny", seed=0)
+    theirs = FlaLike(build_model("gla", "tiny", seed=0))
+    monkeypatch.setattr(upstream, "pair", lambda arch, preset, seed=0: (ours, theirs, {"reference": "fake"}))
+    out = train_speed.bench_case("gla", "gla-70m", common.Options(device="cpu", tiny=True))
+    assert out["preset"] == "tiny" and out["tokens_per_step"] == 2 * 64
+    assert out["train_flops_per_step"] == flops.train_flops(ours, "gla", 128)
+    for side in ("ours", "theirs"):
+        assert "error" not in out[side], out[side]
+        assert out[side]["train_tokens_per_s"] > 0 and out[side]["forward_tokens_per_s"] > 0
+    assert out["ratio_ours_vs_theirs"] == pytest.approx(out["ours"]["train_tokens_per_s"] / out["theirs"]["train_tokens_per_s"])
