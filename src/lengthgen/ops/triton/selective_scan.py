@@ -63,7 +63,8 @@ def _first_order(a1, b1, a2, b2):
     return a1 * a2, a2 * b1 + b2
 
 
-@triton.jit
+# sizes only bound masks and offsets: not specialising on them saves recompiles across shapes
+@triton.jit(do_not_specialize=["L", "D", "NS"])
 def _fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, h0_ptr, y_ptr, hT_ptr, st_ptr,
     L, D, NS,
@@ -117,7 +118,7 @@ def _fwd_kernel(
     tl.store(hT_ptr + pid_b * D * NS + state_off, h, mask=mask_dn)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["L", "D", "NS", "NBLK"])
 def _bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dy_ptr, dhT_ptr, st_ptr,
     du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dh0_ptr,
