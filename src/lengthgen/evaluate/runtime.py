@@ -98,11 +98,16 @@ def check_tokenizer_matches(cfg: Mapping[str, Any], model_path: str | Path) -> N
     run = read_run_config(model_path)
     if run is None:
         return
-    ours = (cfg.get("data") or {}).get("tokenizer")
-    theirs = (run.get("data") or {}).get("tokenizer")
-    if theirs is not None and ours is not None and dict(theirs) != dict(ours):
-        raise ValueError(f"the model at {model_path} was trained with tokenizer {dict(theirs)} but this evaluation's "
-                         f"data uses {dict(ours)}: pass the run's config (--config {find_run_config(model_path)})")
+    keys = ("kind", "name", "vocab_size")
+    ours = {k: ((cfg.get("data") or {}).get("tokenizer") or {}).get(k) for k in keys}
+    theirs = {k: ((run.get("data") or {}).get("tokenizer") or {}).get(k) for k in keys}
+    if theirs["kind"] is None:
+        return
+    if ours["kind"] == "byte" and theirs["kind"] == "byte":
+        return
+    if ours != theirs:
+        raise ValueError(f"the model at {model_path} was trained with tokenizer {theirs} but this evaluation's "
+                         f"data uses {ours}: pass the run's config (--config {find_run_config(model_path)})")
 
 
 def validation_batches(cfg: Mapping[str, Any], length: int, num_sequences: int, batch_size: int,

@@ -52,7 +52,7 @@ def run(args) -> int:
     with runtime.autocast(device, ev["precision"]):
         for name, length in (("train_length", cp["max_length"]), ("eval_length", cp["eval_length"])):
             strings = copying.eval_strings(length, cp["eval_sequences"], cfg["seed"])
-            results[name] = copying.evaluate(model, strings, ev["chunk_size"], max(1, ev["batch_size"]))
+            results[name] = copying.evaluate(model, strings, ev["chunk_size"], cp["batch_size"])
     data = {"arch": cfg["model"]["arch"], "preset": cfg["model"]["preset"], "intervention": cfg["intervention"]["name"],
             "train": {"steps": cp["steps"], "min_length": cp["min_length"], "max_length": cp["max_length"],
                       "final_loss": summary["loss"]},
