@@ -211,7 +211,7 @@ class LanguageModel(nn.Module):
         if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
             raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
         if input_ids.numel():
-            lo, hi = int(input_ids.min()), int(input_ids.max())
+            lo, hi = torch.stack(torch.aminmax(input_ids)).tolist()  # one pass, one device sync
             if lo < 0 or hi >= self.vocab_size:
                 raise ValueError(
                     f"token ids must lie in [0, {self.vocab_size}) for this model, got range [{lo}, {hi}]: "
