@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a script: make the ``bench`` package importable
-    sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script: import ``bench.*`` from the repository root, and
+    sys.path[0] = str(ROOT)     # keep bench/'s file names (common, flops, ...) off the top level
 
 KIND = "bench_summary"
 SUMMARY = "results/bench/summary.json"

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a script: make the ``bench`` package importable
-    sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script: import ``bench.*`` from the repository root, and
+    sys.path[0] = str(ROOT)     # keep bench/'s file names (common, flops, ...) off the top level
 
 # section name -> module; the order is the run order (compile last: it is the slowest)
 SECTIONS = {
