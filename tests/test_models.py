@@ -40,8 +40,11 @@ def assert_states_close(a: RecurrentState, b: RecurrentState, tol: float) -> Non
 
 
 # ---------------------------------------------------------------------------- contract
-def test_archs_constant():
+def test_archs_constant_and_presets_table():
+    from lengthgen.models import PRESETS
+
     assert ARCHS == ("mamba1", "mamba2", "gla", "rwkv6")
+    assert PRESETS["mamba2"]["mamba2-45m"]["d_model"] == 512 and "tiny" in PRESETS["mamba1"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
