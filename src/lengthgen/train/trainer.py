@@ -85,9 +85,10 @@ class Trainer:
             sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         self.steps = total_steps(self.train, self.layout, self.num_params)
         self.milestones = milestone_steps(self.train.get("milestones"), self.layout, self.num_params, self.steps)
-        self.peak_lr = float(peak_lr if peak_lr is not None else self.train.get("lr") or 0) or None
-        if self.peak_lr is None:
+        peak_lr = peak_lr if peak_lr is not None else self.train.get("lr")
+        if peak_lr is None:
             raise ConfigError("no peak learning rate: set train.lr (or use a model preset that has one)")
+        self.peak_lr = float(peak_lr)
         if self.train["min_lr"] > self.peak_lr:
             raise ConfigError(f"train.min_lr={self.train['min_lr']} exceeds the peak learning rate "
                               f"{self.peak_lr}: lower train.min_lr or raise train.lr")
