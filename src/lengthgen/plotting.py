@@ -169,11 +169,14 @@ def provenance_text(entries: Sequence[Mapping], scale: str) -> str:
 
 
 def footnote(fig, entries: Sequence[Mapping], scale: str) -> str:
-    """Write the provenance footnote under the figure; returns its text."""
+    """Write the provenance footnote under the figure, in a strip kept free of axes; returns its text."""
     import textwrap
 
     text = provenance_text(entries, scale)
-    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(text, 180)), fontsize=5, va="bottom", ha="left", color="0.35")
+    lines = textwrap.wrap(text, max(60, int(fig.get_figwidth() * 30)))  # about 30 characters of 5 pt per inch
+    strip = (len(lines) * 6.5 + 4) / 72 / fig.get_figheight()  # 5 pt text on 6.5 pt lines, in figure heights
+    fig.tight_layout(rect=(0, strip, 1, 1))
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=5, va="bottom", ha="left", color="0.35")
     return text
 
 
