@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
 
 from lengthgen.config import load_config, resolve
