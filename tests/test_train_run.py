@@ -212,3 +212,13 @@ def test_tbtt_needs_the_contiguous_sampler(data_root, tmp_path):
     with pytest.raises(ConfigError, match="contiguous sampler"):
         Trainer(model, ShuffledWindows(tokens, 32, 4), cfg, tmp_path / "t", TBTT())
     Trainer(model, ContiguousStreams(tokens, 32, 4), cfg, tmp_path / "t", TBTT())
+
+
+def test_batch_of_the_wrong_shape_is_named(data_root, tmp_path):
+    cfg = resolve(tiny_config(data_root))
+    tokens = open_dataset(cfg).train
+    model = build_model("mamba2", "tiny", seed=0, vocab_size=256, **cfg["model"]["overrides"])
+    trainer = Trainer(model, ShuffledWindows(tokens, context=16, batch_size=4), cfg, tmp_path / "w",
+                      log=lambda *a: None)
+    with pytest.raises(ValueError, match=r"expected \(4, 32\) \(rows per rank, train.context\)"):
+        trainer.fit()
