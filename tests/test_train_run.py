@@ -73,8 +73,9 @@ def test_run_folder_layout(reference):
     assert [r["tokens"] for r in rows] == [128 * s for s in range(1, 7)]
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert rows[-1]["lr"] == pytest.approx(1e-5)                 # cosine ends at min_lr
-    # keep_checkpoints=2 keeps the newest two; latest names the last
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000004", "step_00000006"]
+    # keep_checkpoints=2 keeps the newest two and the milestones' (step 2); latest names the last
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == \
+        ["latest", "step_00000002", "step_00000004", "step_00000006"]
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000006"
     # milestones: 256 tokens -> step 2; 0.002x = 0.04 tokens per parameter: step 6
     model = load_model(run / "final")
@@ -96,6 +97,15 @@ def test_rerun_is_noop_and_other_config_is_refused(reference, capsys):
     assert stage("pretrain", cfg, run) == 0
     assert "already finished" in capsys.readouterr().out
     assert ((run / "metrics.jsonl").read_bytes(), (run / "final" / "model.safetensors").stat().st_mtime_ns) == before
+    # a workflow that deleted a rerun job's outputs (final/, milestones/) gets them back from checkpoints
+    (run / "final" / "model.safetensors").unlink()
+    (run / "milestones" / "256" / "model.safetensors").unlink()
+    assert stage("pretrain", cfg, run) == 0
+    assert (run / "metrics.jsonl").read_bytes() == before[0]
+    assert torch.equal(load_model(run / "final").lm_head.weight,
+                       load_model(run / "checkpoints" / "step_00000006").lm_head.weight)
+    assert torch.equal(load_model(run / "milestones" / "256").lm_head.weight,
+                       load_model(run / "checkpoints" / "step_00000002").lm_head.weight)
     assert stage("pretrain", cfg, run, "train.steps=8") == 1
     err = capsys.readouterr().err
     assert "different config" in err and "train.steps" in err

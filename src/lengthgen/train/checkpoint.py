@@ -32,6 +32,7 @@ from lengthgen.config import config_hash
 
 CKPT_PREFIX = "step_"
 TRAINER_FILE = "trainer.pt"
+MODEL_FILES = ("model.safetensors", "config.json")   # a model folder (models.save_model)
 # Keys that only change how a run is observed or how often it is saved, not what it computes:
 # they may differ when a run is continued.
 OPERATIONAL_KEYS = ("progress", "tensorboard", "wandb", "log_every", "checkpoint_every", "keep_checkpoints")
@@ -70,6 +71,15 @@ def write_folder(dest: Path, fill: Callable[[Path], None]) -> Path:
         os.replace(tmp, dest)
     io._fsync_dir(dest.parent)
     return dest
+
+
+def is_model_folder(path: Path) -> bool:
+    return all((Path(path) / name).is_file() for name in MODEL_FILES)
+
+
+def copy_model_folder(src: Path, dest: Path) -> Path:
+    """Copy the model files of folder ``src`` (e.g. a checkpoint) to model folder ``dest``, atomically."""
+    return write_folder(dest, lambda tmp: [shutil.copy2(Path(src) / n, tmp / n) for n in MODEL_FILES])
 
 
 def rng_state() -> dict:
@@ -119,6 +129,13 @@ class RunDir:
     def write_config(self, cfg: Mapping) -> None:
         io.write_text(self.config, yaml.safe_dump(dict(cfg), sort_keys=False))
 
+    def finished(self) -> bool:
+        """True when ``final/`` holds a complete model folder (a workflow may have deleted its files)."""
+        return is_model_folder(self.final)
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints / f"{CKPT_PREFIX}{step:08d}"
+
     # ------------------------------------------------------------------ checkpoints
     def latest(self) -> Path | None:
         """The last complete checkpoint folder, or None."""
@@ -132,8 +149,10 @@ class RunDir:
         return path
 
     def save_checkpoint(self, step: int, save_model: Callable[[Path], None], trainer_state: Mapping,
-                        keep: int | None = None) -> Path:
-        name = f"{CKPT_PREFIX}{step:08d}"
+                        keep: int | None = None, protect: tuple[int, ...] = ()) -> Path:
+        """Write ``step_<step>``, point ``latest`` at it, then keep the newest ``keep`` checkpoints
+        (and those of the steps in ``protect``: the milestones' checkpoints are never pruned)."""
+        name = self.checkpoint_dir(step).name
 
         def fill(tmp: Path) -> None:
             save_model(tmp)
@@ -142,14 +161,12 @@ class RunDir:
         path = write_folder(self.checkpoints / name, fill)
         io.write_text(self.latest_file, name + "\n")
         if keep:
-            self._prune(keep, protect=name)
+            keep_names = {name} | {self.checkpoint_dir(s).name for s in protect}
+            done = sorted(p for p in self.checkpoints.glob(f"{CKPT_PREFIX}*") if p.is_dir())
+            for p in done[:-keep]:
+                if p.name not in keep_names:
+                    shutil.rmtree(p, ignore_errors=True)
         return path
-
-    def _prune(self, keep: int, protect: str) -> None:
-        done = sorted(p for p in self.checkpoints.glob(f"{CKPT_PREFIX}*") if p.is_dir())
-        for p in done[:-keep]:
-            if p.name != protect:
-                shutil.rmtree(p, ignore_errors=True)
 
     def clean_temporaries(self) -> None:
         """Remove half-written folders left by a killed run."""

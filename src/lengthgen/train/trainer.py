@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from lengthgen.config import ConfigError
 from lengthgen.interventions import Intervention, Zero
 from lengthgen.train.budget import batch_layout, milestone_steps, total_steps
-from lengthgen.train.checkpoint import RunDir, RunDirError, rng_state, set_rng_state, write_folder
+from lengthgen.train.checkpoint import (RunDir, RunDirError, copy_model_folder, is_model_folder, rng_state,
+                                        set_rng_state, write_folder)
 from lengthgen.train.distributed import Dist, resolve_device
 from lengthgen.train.metrics import Loggers, MetricsLog
 from lengthgen.train.optim import build_optimizer, set_schedule
@@ -126,7 +127,8 @@ class Trainer:
             self.run.clean_temporaries()
         self.dist.barrier()
         self.step = self._resume()
-        if self.step >= self.steps and self.run.final.exists():
+        self._on_main(self._restore_milestones)
+        if self.step >= self.steps and self.run.finished():
             self.log(f"{self.run.root}: already finished ({self.step}/{self.steps} steps); nothing to do")
             return self._summary(None)
         loggers = Loggers(self.train, self.run.root, self.steps, self.step, self.dist.is_main,
@@ -139,11 +141,12 @@ class Trainer:
                 if self.dist.is_main:
                     self.metrics.write(last)
                     loggers.log(last)
-                name = next((n for n, s in self.milestones.items() if s == self.step), None)
-                if name is not None:
-                    self._on_main(lambda: write_folder(self.run.milestones / name, self._save_model))
-                if self.step % self.train["checkpoint_every"] == 0 or self.step == self.steps:
+                milestones = [n for n, s in self.milestones.items() if s == self.step]
+                if milestones or self.step % self.train["checkpoint_every"] == 0 or self.step == self.steps:
                     self.save_checkpoint()
+                for name in milestones:
+                    self._on_main(lambda: copy_model_folder(self.run.checkpoint_dir(self.step),
+                                                            self.run.milestones / name))
             self._on_main(lambda: write_folder(self.run.final, self._save_model))
         finally:
             loggers.close()
@@ -166,7 +169,8 @@ class Trainer:
                 "peak_lr": self.peak_lr,
                 "steps": self.steps,
             }
-            self.run.save_checkpoint(self.step, self._save_model, state, self.train.get("keep_checkpoints"))
+            self.run.save_checkpoint(self.step, self._save_model, state, self.train.get("keep_checkpoints"),
+                                     protect=tuple(self.milestones.values()))
 
         self._on_main(save)
 
@@ -250,6 +254,18 @@ class Trainer:
             self.metrics.truncate_after(state["step"])
         self.log(f"{self.run.root}: resuming from {ckpt.name} (step {state['step']}/{self.steps})")
         return int(state["step"])
+
+    def _restore_milestones(self) -> None:
+        """Milestones already passed whose folder is missing or incomplete (a workflow manager may
+        delete a rerun job's outputs) are copied back from the milestone's checkpoint."""
+        for name, step in self.milestones.items():
+            dest = self.run.milestones / name
+            if step <= self.step and not is_model_folder(dest):
+                source = self.run.checkpoint_dir(step)
+                if not is_model_folder(source):
+                    raise RunDirError(f"milestone {name} (step {step}) is missing from {dest} and its checkpoint "
+                                      f"{source.name} is gone; use a new --out folder to recompute it")
+                copy_model_folder(source, dest)
 
     def _save_model(self, folder: Path) -> None:
         from lengthgen.models import save_model
