@@ -319,12 +319,13 @@ def stats_curve(ax, entry: Mapping, layer: int = -1, head: int = -1, stat: str =
 
 # ---------------------------------------------------------------------------- notebooks
 def _clean(nb) -> None:
-    """Drop what changes from run to run: timestamps, durations, temporary paths."""
+    """Drop what changes from run to run: timestamps, durations, temporary paths, random cell ids."""
     pm = nb.metadata.get("papermill", {})
     for key in ("start_time", "end_time", "duration", "input_path", "output_path", "environment_variables",
                 "exception"):
         pm.pop(key, None)
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:03d}"
         cell.metadata.pop("execution", None)
         cp = cell.metadata.get("papermill")
         if cp is not None:
