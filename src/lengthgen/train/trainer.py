@@ -82,8 +82,7 @@ class Trainer:
         self.run = RunDir(run_dir)
         self.layout = batch_layout(self.train, self.dist.world_size)
         self.raw = model
-        self.num_params = model.num_parameters() if hasattr(model, "num_parameters") else \
-            sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        self.num_params = sum(p.numel() for p in model.parameters())   # unique: a tied weight once
         self.steps = total_steps(self.train, self.layout, self.num_params)
         self.milestones = milestone_steps(self.train.get("milestones"), self.layout, self.num_params, self.steps)
         peak_lr = peak_lr if peak_lr is not None else self.train.get("lr")
