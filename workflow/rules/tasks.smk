@@ -2,10 +2,6 @@
 # A setting that finetunes first (tasks.<task>.finetune) keeps its run folder under <runs>/tasks/.
 
 
-def task_job(path):
-    return lambda wc: job_of(path.format(**wc))
-
-
 PASSKEY = f"{RESULTS}/passkey/{{setting}}/{{mid}}.json"
 BABILONG = f"{RESULTS}/babilong/{{setting}}/{{mid}}.json"
 COPYING = f"{RESULTS}/copying/{{name}}.json"
@@ -17,19 +13,19 @@ rule task_passkey:
         lambda wc: [DATA] + model_input(wc.mid),
     output:
         PASSKEY,
-    params:
-        config=CONFIGFILE,
-        model=lambda wc: STUDY.models[wc.mid].ref,
-        work=lambda wc: task_job(PASSKEY)(wc).folder,
-        sets=lambda wc: sets(task_job(PASSKEY)(wc).overrides),
-    resources:
-        gpu=lambda wc: task_job(PASSKEY)(wc).gpus,
     log:
         f"{LOGS}/passkey/{{setting}}/{{mid}}.log",
     benchmark:
         f"{BENCH}/passkey/{{setting}}/{{mid}}.tsv"
     conda:
-        "../../" + ENV
+        CONDA_ENV
+    resources:
+        gpu=lambda wc: task_job(PASSKEY)(wc).gpus,
+    params:
+        config=CONFIGFILE,
+        model=lambda wc: STUDY.models[wc.mid].ref,
+        work=lambda wc: task_job(PASSKEY)(wc).folder,
+        sets=lambda wc: sets(task_job(PASSKEY)(wc).overrides),
     shell:
         "lengthgen task-passkey --config {params.config} --model {params.model} --out {output} --work {params.work} "
         "{params.sets} > {log} 2>&1"
@@ -41,18 +37,18 @@ rule task_babilong:
         lambda wc: [DATA] + model_input(wc.mid),
     output:
         BABILONG,
-    params:
-        config=CONFIGFILE,
-        model=lambda wc: STUDY.models[wc.mid].ref,
-        sets=lambda wc: sets(task_job(BABILONG)(wc).overrides),
-    resources:
-        gpu=lambda wc: task_job(BABILONG)(wc).gpus,
     log:
         f"{LOGS}/babilong/{{setting}}/{{mid}}.log",
     benchmark:
         f"{BENCH}/babilong/{{setting}}/{{mid}}.tsv"
     conda:
-        "../../" + ENV
+        CONDA_ENV
+    resources:
+        gpu=lambda wc: task_job(BABILONG)(wc).gpus,
+    params:
+        config=CONFIGFILE,
+        model=lambda wc: STUDY.models[wc.mid].ref,
+        sets=lambda wc: sets(task_job(BABILONG)(wc).overrides),
     shell:
         "lengthgen task-babilong --config {params.config} --model {params.model} --out {output} {params.sets} > {log} 2>&1"
 
@@ -61,16 +57,16 @@ rule task_copying:
     """Synthetic copying (Table 1): train from scratch on short strings, measure accuracy on long ones."""
     output:
         COPYING,
-    params:
-        config=CONFIGFILE,
-        sets=lambda wc: sets(task_job(COPYING)(wc).overrides),
-    resources:
-        gpu=lambda wc: task_job(COPYING)(wc).gpus,
     log:
         f"{LOGS}/copying/{{name}}.log",
     benchmark:
         f"{BENCH}/copying/{{name}}.tsv"
     conda:
-        "../../" + ENV
+        CONDA_ENV
+    resources:
+        gpu=lambda wc: task_job(COPYING)(wc).gpus,
+    params:
+        config=CONFIGFILE,
+        sets=lambda wc: sets(task_job(COPYING)(wc).overrides),
     shell:
         "lengthgen task-copying --config {params.config} --out {output} {params.sets} > {log} 2>&1"
