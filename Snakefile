@@ -2,11 +2,12 @@
 
     snakemake --cores all figures                      # render every figure/table from the committed results
     snakemake --cores all all                          # recompute what the config describes (GPU)
-    snakemake --profile profiles/slurm --configfile config/paper.yaml all
+    snakemake all --profile profiles/slurm --configfile config/paper.yaml
 
 The grid lives in the config's `study` section (schema: src/lengthgen/schema/config.schema.yaml);
-workflow/scripts/study.py expands it. Rules call only the `lengthgen` command line (and papermill
-for the notebooks). See docs/workflow.md.
+workflow/scripts/study.py expands it; workflow/rules/common.smk holds the rules' helpers. Rules call
+only the `lengthgen` command line (plus papermill for the notebooks and workflow/scripts/presets.py
+for Table 2's parameter counts). See docs/workflow.md.
 """
 
 import os
