@@ -144,7 +144,8 @@ def test_smoke_dag_end_to_end(tmp_path):
 
     s = sys_path_study().load(cfg)
     kinds = {"eval_ppl": "eval-ppl", "eval_effrem": "eval-effrem", "eval_state_stats": "eval-state-stats",
-             "task_passkey": "task-passkey", "presets": "presets"}
+             "task_passkey": "task-passkey", "task_babilong": "task-babilong", "task_copying": "task-copying",
+             "presets": "presets"}
     results = s.all_results()
     assert {s.jobs[p].rule for p in results} == set(kinds)
     for path in results:

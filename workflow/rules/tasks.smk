@@ -1,5 +1,6 @@
 # Long-context tasks: passkey retrieval and BABILong per (setting, model); synthetic copying per (setting, seed).
-# A setting that finetunes first (tasks.<task>.finetune) keeps its run folder under <runs>/tasks/.
+# Training done by a task (finetuning first, or copying's from-scratch model) keeps its run folder under
+# <runs>/<study>/tasks/ (--work), not next to the result.
 
 
 PASSKEY = f"{RESULTS}/passkey/{{setting}}/{{mid}}.json"
@@ -48,9 +49,11 @@ rule task_babilong:
     params:
         config=CONFIGFILE,
         model=lambda wc: STUDY.models[wc.mid].ref,
+        work=lambda wc: task_job(BABILONG)(wc).folder,
         sets=lambda wc: sets(task_job(BABILONG)(wc).overrides),
     shell:
-        "lengthgen task-babilong --config {params.config} --model {params.model} --out {output} {params.sets} > {log} 2>&1"
+        "lengthgen task-babilong --config {params.config} --model {params.model} --out {output} --work {params.work} "
+        "{params.sets} > {log} 2>&1"
 
 
 rule task_copying:
@@ -67,6 +70,7 @@ rule task_copying:
         gpu=lambda wc: task_job(COPYING)(wc).gpus,
     params:
         config=CONFIGFILE,
+        work=lambda wc: task_job(COPYING)(wc).folder,
         sets=lambda wc: sets(task_job(COPYING)(wc).overrides),
     shell:
-        "lengthgen task-copying --config {params.config} --out {output} {params.sets} > {log} 2>&1"
+        "lengthgen task-copying --config {params.config} --out {output} --work {params.work} {params.sets} > {log} 2>&1"

@@ -273,7 +273,8 @@ class Study:
                     for seed in setting.get("seeds", [0]):
                         path = f"{self.results}/copying/{setting['name']}_s{seed}.json"
                         ov = [f"seed={seed}", *self.s["tasks"]["set"], *setting.get("set", [])]
-                        self.jobs[path] = Job("task_copying", path, "task-copying", ov, gpus=self.s["tasks"]["gpus"])
+                        self.jobs[path] = Job("task_copying", path, "task-copying", ov, gpus=self.s["tasks"]["gpus"],
+                                              folder=f"{self.runs}/tasks/copying/{setting['name']}_s{seed}")
                         spec.append({"id": f"copying/{setting['name']}", "setting": setting["name"],
                                      "label": setting.get("label", setting["name"]), "seed": seed,
                                      "results": {"copying": path}})
