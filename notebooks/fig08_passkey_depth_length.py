@@ -29,8 +29,12 @@ lp.style()
 import matplotlib.pyplot as plt  # noqa: E402
 
 cells = spec or [{"id": "(none)", "results": {"passkey": "(no models selected)"}}]
-fig, axes = plt.subplots(1, len(cells), figsize=(2.8 * len(cells), 2.8), squeeze=False)
-for ax, e in zip(axes[0], cells):
+cols = min(3, len(cells))
+rows = -(-len(cells) // cols)
+fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.8 * rows), squeeze=False)
+for ax in axes.flat[len(cells):]:
+    ax.set_visible(False)
+for ax, e in zip(axes.flat, cells):
     res = lp.load_task(e["results"]["passkey"], "task-passkey")
     if res is None:
         lp.missing(ax, [e["results"]["passkey"]])

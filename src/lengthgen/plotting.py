@@ -102,10 +102,12 @@ def accuracy_frame(result: Mapping):
 
 def missing(ax, paths: Iterable[str], what: str = "not yet measured") -> None:
     """Mark a panel whose results are absent: names each missing file, plots nothing."""
+    import textwrap
+
     paths = [str(p) for p in paths]
-    shown = paths[:6] + ([f"... and {len(paths) - 6} more"] if len(paths) > 6 else [])
-    ax.text(0.5, 0.5, f"{what}:\n" + "\n".join(shown), ha="center", va="center", fontsize=6,
-            color="tab:red", transform=ax.transAxes, wrap=True)
+    shown = [textwrap.fill(p, 48) for p in paths[:6]] + ([f"... and {len(paths) - 6} more"] if len(paths) > 6 else [])
+    ax.text(0.5, 0.5, f"{what}:\n" + "\n".join(shown), ha="center", va="center", fontsize=5,
+            color="tab:red", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
