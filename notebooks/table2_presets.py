@@ -34,9 +34,11 @@ rows = [] if res is None else [
 md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows)
 if res is None:
     md += "\n\nnot yet measured: " + spec[0]["results"]["presets"]
-md += "\n\nParameters counted on the built model, tied embeddings once. Scale: configuration (paper Table 2 presets)."
+note = "Parameters counted on the built model, tied embeddings once. " + lp.provenance_text(spec, "configuration (paper Table 2 presets)")
+md += "\n\n" + note
 tex = "\\begin{tabular}{llrrrr}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
 tex += "".join(" & ".join(map(str, r)) + " \\\\\n" for r in rows) + "\\bottomrule\n\\end{tabular}\n"
+tex += "% " + note
 lp.save_table(md, tex, outputs)
 
 # %%
