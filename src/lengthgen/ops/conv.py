@@ -49,7 +49,14 @@ def causal_conv1d_reference(
     if conv_state is None:
         conv_state = x.new_zeros(b, d, w - 1)
     z = torch.cat([conv_state.to(x.dtype), x], dim=-1)
-    y = F.conv1d(z, weight.to(x.dtype).unsqueeze(1), None if bias is None else bias.to(x.dtype), groups=d)
+    wt = weight.to(x.dtype)
+    if x.is_cuda:  # cuDNN's depthwise conv
+        y = F.conv1d(z, wt.unsqueeze(1), None if bias is None else bias.to(x.dtype), groups=d)
+    else:  # a sum of w shifted products: same result, ~1000x faster than grouped conv1d on CPU
+        length = x.shape[-1]
+        y = sum(wt[:, k, None] * z[:, :, k : k + length] for k in range(w))
+        if bias is not None:
+            y = y + bias.to(x.dtype)[:, None]
     if activation == "silu":
         y = F.silu(y)
     return y, z[:, :, z.shape[-1] - (w - 1) :].to(state_dtype(x, weight, conv_state))
