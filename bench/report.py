@@ -297,6 +297,8 @@ def _eval_panels(ax_tput, ax_mem, results: Mapping) -> None:
         ax.set_title(title)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
+        elif not lengths:
+            ax.text(0.5, 0.5, "eval: not measured", ha="center", va="center", transform=ax.transAxes)
     if not ax_mem.lines and lengths:
         ax_mem.text(0.5, 0.5, "no CUDA memory counters in this run", ha="center", va="center",
                     transform=ax_mem.transAxes, fontsize=7)

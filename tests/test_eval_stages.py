@@ -64,6 +64,8 @@ def test_eval_ppl_stage(setup, tmp_path):
     assert v["train_context"] == 8 and v["window"] == 2 and 0 <= v["t_star"] < 8
     assert v["loss_far"] == pytest.approx(float(expected[32:].mean()), rel=1e-5)
     assert header["provenance"]["config_hash"]
+    assert data["eval_seconds"] > 0
+    assert data["tokens_per_s"] == pytest.approx(3 * 41 / data["eval_seconds"])
 
 
 def test_eval_ppl_needs_a_train_context(setup, tmp_path):

@@ -31,6 +31,15 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def synchronized_time(device: torch.device) -> float:
+    """A wall-clock reading after the device's queued work has finished (for throughput)."""
+    import time
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def prepare_model(model: torch.nn.Module, device: torch.device, precision: str) -> torch.nn.Module:
     """Move ``model`` to ``device`` in the parameter dtype of ``precision``, in eval mode."""
     if precision not in PRECISIONS:

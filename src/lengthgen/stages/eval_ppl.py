@@ -40,10 +40,13 @@ def run(args) -> int:
     device = runtime.resolve_device(ev["device"])
     model = runtime.load_eval_model(args.model, device, ev["precision"])
     acc = PositionwiseMean(ev["length"])
+    seconds = 0.0
     with runtime.autocast(device, ev["precision"]):
         for batch in runtime.validation_batches(cfg, ev["length"], ev["num_sequences"], ev["batch_size"],
                                                 model.vocab_size):
+            start = runtime.synchronized_time(device)
             acc.update(positionwise_loss(model, batch.to(device), ev["chunk_size"]))
+            seconds += runtime.synchronized_time(device) - start
     curve = acc.mean()
     buckets = log_buckets(curve.numel())
     v = ev["verdict"]
@@ -55,9 +58,11 @@ def run(args) -> int:
         "mean_loss": float(curve.mean()),
         "buckets": [{"lo": lo, "hi": hi, "loss": m} for (lo, hi), m in zip(buckets, bucket_means(curve, buckets))],
         "verdict": verdict.to_dict(),
+        "eval_seconds": seconds, "tokens_per_s": acc.count * (ev["length"] + 1) / max(seconds, 1e-9),
     }
     frame = pd.DataFrame({"position": range(curve.numel()), "loss": curve.float().numpy()})
     write_table(args.out, KIND, frame, provenance(cfg, device=device), data=data)
     print(f"{NAME}: T={T} ppl={data['perplexity']:.3f} p*={verdict.p_star:.4f}@{verdict.t_star} "
-          f"loss_far={verdict.loss_far:.4f} generalizes={verdict.generalizes} -> {args.out}")
+          f"loss_far={verdict.loss_far:.4f} generalizes={verdict.generalizes} "
+          f"({data['tokens_per_s']:,.0f} tokens/s) -> {args.out}")
     return 0
