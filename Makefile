@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.lengthgen-installed
 CORES  ?= all
 SNAKE_ARGS ?=
 
-.PHONY: figures test test-gpu test-slurm all dryrun-paper wheelhouse bench lint clean-venv
+.PHONY: figures test test-gpu test-slurm all dryrun-paper wheelhouse bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ all: $(STAMP)  ## recompute everything the default config describes (GPU)
 test: $(STAMP)  ## CPU test suite (tests/gpu skip without CUDA)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
 
-test-gpu: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests/gpu
+test-gpu: $(STAMP)  ## tests/gpu on a CUDA machine (needs the gpu extra or the wheelhouse)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -s tests/gpu
+
+test-slurm: $(STAMP)  ## the SLURM profile on a one-node loopback cluster (root, Debian/Ubuntu; ~5 min)
+	PYTHON=$(abspath $(PY)) tests/slurm/run.sh
+
+BENCH_OUT ?= bench-out
+bench: $(STAMP)  ## speed and memory benchmarks on a GPU -> results/bench/summary.json
+	$(PY) bench/run.py --out $(BENCH_OUT) && $(PY) bench/report.py $(BENCH_OUT)
 
 dryrun-paper: $(STAMP)  ## resolve the paper-scale DAG without running it
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake all -n --configfile config/paper.yaml
