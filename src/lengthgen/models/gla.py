@@ -40,25 +40,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lengthgen.models.base import LanguageModel, ModelConfig
-from lengthgen.models.layers import RMSNorm
+from lengthgen.models.fla_shared import (
+    FlaHeads, build_fla_config, fla_config_values, load_fla_folder, skeleton_key_from_fla,
+)  # fmt: skip
+from lengthgen.models.layers import RMSNorm, compute_dtype
 from lengthgen.ops import gla_scan
 
 ARCH = "gla"
 
 
-def check_head_split(arch: str, d_model: int, expand: float, num_heads: int, what: str) -> int:
-    """``d_model * expand`` as an integer divisible by ``num_heads`` (fla asserts the same)."""
-    dim = d_model * expand
-    if not math.isclose(dim, round(dim)) or round(dim) % num_heads:
-        raise ValueError(
-            f"{arch}: d_model * {what} = {d_model} * {expand} = {dim} must be an integer divisible by "
-            f"num_heads = {num_heads}; change {what}, d_model or num_heads"
-        )
-    return round(dim)
-
-
 @dataclass
-class Config(ModelConfig):
+class Config(FlaHeads, ModelConfig):
     """GLA hyperparameters: fla's ``GLAConfig`` names and defaults for the GLA-specific fields.
 
     ``gate_logit_normalizer`` and ``gate_low_rank_dim`` are fixed at fla's layer defaults in fla's
@@ -84,22 +76,11 @@ class Config(ModelConfig):
         for name in ("num_heads", "hidden_ratio", "gate_low_rank_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"gla {name} must be >= 1, got {getattr(self, name)}")
-        if not (self.intermediate_size is None or (type(self.intermediate_size) is int and self.intermediate_size > 0)):
-            raise ValueError(f"gla intermediate_size must be null (fla's rule) or a positive integer, got {self.intermediate_size!r}")
         if not (self.clamp_min is None or (isinstance(self.clamp_min, (int, float)) and not isinstance(self.clamp_min, bool))):
             raise ValueError(f"gla clamp_min must be null or a number, got {self.clamp_min!r}")
         if self.gate_logit_normalizer <= 0:
             raise ValueError(f"gla gate_logit_normalizer must be > 0, got {self.gate_logit_normalizer}")
-        check_head_split(ARCH, self.d_model, self.expand_k, self.num_heads, "expand_k")
-        check_head_split(ARCH, self.d_model, self.expand_v, self.num_heads, "expand_v")
-
-    @property
-    def key_dim(self) -> int:
-        return round(self.d_model * self.expand_k)
-
-    @property
-    def value_dim(self) -> int:
-        return round(self.d_model * self.expand_v)
+        self.check_heads(ARCH)
 
     @property
     def mlp_size(self) -> int:
@@ -119,11 +100,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_LR: dict[str, float] = {"tiny": 1e-3, "gla-70m": 1e-3, "gla-120m": 6e-4, "gla-360m": 3e-4}
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    """fla's norms compute in float32 for low-precision inputs; float64 stays float64."""
-    return torch.promote_types(x.dtype, torch.float32)
-
-
 class GatedRMSNorm(nn.Module):
     """Per-head RMSNorm times a swish gate, ``rmsnorm(x) * weight * g * sigmoid(g)``: fla's
     ``FusedRMSNormGated`` (norm first, then gate; Mamba-2's gated norm gates first)."""
@@ -134,7 +110,7 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size)) if elementwise_affine else None
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
-        dt = _compute_dtype(x)
+        dt = compute_dtype(x.dtype)
         w = None if self.weight is None else self.weight.to(dt)
         y = F.rms_norm(x.to(dt), x.shape[-1:], w, self.eps) * F.silu(g.to(dt))
         return y.to(x.dtype)
@@ -255,27 +231,14 @@ _FLA_UNSUPPORTED: dict[str, Any] = dict(
 
 def config_from_fla(cfg: Mapping[str, Any], source: str = "config.json") -> Config:
     """fla's ``GLAConfig`` (a config.json dict) -> our Config; unsupported options are errors."""
-    if cfg.get("model_type") != ARCH:
-        raise ValueError(f"{source}: model_type is {cfg.get('model_type')!r}, not {ARCH!r}")
-    for key, supported in _FLA_UNSUPPORTED.items():
-        if cfg.get(key, supported) != supported:
-            raise ValueError(f"{source}: {key}={cfg[key]!r} is not supported by lengthgen's GLA (only {supported!r})")
+    c = fla_config_values(cfg, source, ARCH, "GLA", _FLA_DEFAULTS, _FLA_UNSUPPORTED)
     kv = cfg.get("num_kv_heads")
-    if kv is not None and kv != cfg.get("num_heads", _FLA_DEFAULTS["num_heads"]):
+    if kv is not None and kv != c["num_heads"]:
         raise ValueError(f"{source}: grouped key/value heads (num_kv_heads={kv}) are not supported")
-    c = {**_FLA_DEFAULTS, **{k: cfg[k] for k in _FLA_DEFAULTS if k in cfg}}
-    fields = dict(
-        d_model=c["hidden_size"], n_layers=c["num_hidden_layers"], vocab_size=c["vocab_size"],
-        pad_vocab_size_multiple=1, tie_embeddings=c["tie_word_embeddings"], norm_eps=c["norm_eps"],
-        initializer_range=c["initializer_range"], num_heads=c["num_heads"], expand_k=c["expand_k"],
-        expand_v=c["expand_v"], hidden_ratio=c["hidden_ratio"] if c["hidden_ratio"] is not None else 4,
-        intermediate_size=c["intermediate_size"], clamp_min=c["clamp_min"],
-        elementwise_affine=c["elementwise_affine"],
+    return build_fla_config(
+        Config, c, source, hidden_ratio=c["hidden_ratio"] if c["hidden_ratio"] is not None else 4,
+        clamp_min=c["clamp_min"], elementwise_affine=c["elementwise_affine"],
     )  # fmt: skip
-    try:
-        return Config.from_dict(fields)
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
 
 
 def from_fla_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -289,33 +252,8 @@ def from_fla_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def skeleton_key_from_fla(key: str) -> str:
-    """fla's LM skeleton names (``model.embeddings``, ``model.layers``, ``model.norm``) -> ours."""
-    for theirs, ours in (("model.embeddings.", "backbone.embedding."), ("model.layers.", "backbone.layers."),
-                         ("model.norm.", "backbone.norm_f.")):  # fmt: skip
-        if key.startswith(theirs):
-            return ours + key[len(theirs):]
-    return key
-
-
 def load_official(folder: str | Path) -> Model:
     """A folder in the fla-hub layout (``config.json`` with ``model_type: gla`` and
     ``model.safetensors`` or ``pytorch_model.bin``) as our Model."""
     return load_fla_folder(folder, ARCH, config_from_fla, from_fla_state_dict)
 
-
-def load_fla_folder(folder: str | Path, arch: str, config_from_fla, from_fla_state_dict) -> LanguageModel:
-    """Shared by the GLA and RWKV-6 loaders: read an fla-hub folder, translate its config and
-    parameter names, and build the model; key errors also say how the names were translated."""
-    from lengthgen.models.checkpoint import CONFIG_FILE, model_from_state_dict, read_json, read_weights
-
-    folder = Path(folder)
-    config = config_from_fla(read_json(folder / CONFIG_FILE), str(folder / CONFIG_FILE))
-    state_dict, source = read_weights(folder)
-    try:
-        return model_from_state_dict(arch, config, from_fla_state_dict(state_dict), source)
-    except ValueError as e:
-        raise ValueError(
-            f"{e} (keys are shown under lengthgen's names: fla's model.embeddings / model.layers / "
-            f"model.norm are backbone.embedding / backbone.layers / backbone.norm_f)"
-        ) from None

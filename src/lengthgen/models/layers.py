@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype norms compute in: float32 for low-precision inputs, float64 stays float64."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -26,7 +27,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        ct = _compute_dtype(x.dtype)
+        ct = compute_dtype(x.dtype)
         xf = x.to(ct)
         out = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps) * self.weight.to(ct)
         return out.to(x.dtype)
@@ -49,7 +50,7 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        ct = _compute_dtype(x.dtype)
+        ct = compute_dtype(x.dtype)
         xf, zf = x.to(ct), z.to(ct)
         if not self.norm_before_gate:
             xf = xf * F.silu(zf)

@@ -36,14 +36,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lengthgen.models.base import LanguageModel, ModelConfig
-from lengthgen.models.gla import check_head_split, load_fla_folder, skeleton_key_from_fla
+from lengthgen.models.fla_shared import (
+    FlaHeads, build_fla_config, fla_config_values, load_fla_folder, skeleton_key_from_fla,
+)  # fmt: skip
+from lengthgen.models.layers import compute_dtype
 from lengthgen.ops import rwkv6_scan
 
 ARCH = "rwkv6"
 
 
 @dataclass
-class Config(ModelConfig):
+class Config(FlaHeads, ModelConfig):
     """RWKV-6 hyperparameters: fla's ``RWKV6Config`` names and defaults for the RWKV-specific
     fields. ``intermediate_size=None`` is fla's rule: int(d_model * hidden_ratio) rounded up to 32."""
 
@@ -65,18 +68,7 @@ class Config(ModelConfig):
                 raise ValueError(f"rwkv6 {name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_ratio <= 0:
             raise ValueError(f"rwkv6 hidden_ratio must be > 0, got {self.hidden_ratio}")
-        if not (self.intermediate_size is None or (type(self.intermediate_size) is int and self.intermediate_size > 0)):
-            raise ValueError(f"rwkv6 intermediate_size must be null (fla's rule) or a positive integer, got {self.intermediate_size!r}")
-        check_head_split(ARCH, self.d_model, self.expand_k, self.num_heads, "expand_k")
-        check_head_split(ARCH, self.d_model, self.expand_v, self.num_heads, "expand_v")
-
-    @property
-    def key_dim(self) -> int:
-        return round(self.d_model * self.expand_k)
-
-    @property
-    def value_dim(self) -> int:
-        return round(self.d_model * self.expand_v)
+        self.check_heads(ARCH)
 
     @property
     def ffn_size(self) -> int:
@@ -92,11 +84,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_LR: dict[str, float] = {"tiny": 1e-3, "rwkv6-70m": 1e-3}
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    """fla's norms compute in float32 for low-precision inputs; float64 stays float64."""
-    return torch.promote_types(x.dtype, torch.float32)
-
-
 class LayerNorm(nn.Module):
     """LayerNorm with optional bias, computed in float32 (float64 stays float64)."""
 
@@ -107,7 +94,7 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        dt = _compute_dtype(x)
+        dt = compute_dtype(x.dtype)
         b = None if self.bias is None else self.bias.to(dt)
         return F.layer_norm(x.to(dt), x.shape[-1:], self.weight.to(dt), b, self.eps).to(x.dtype)
 
@@ -123,7 +110,7 @@ class GroupNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        dt = _compute_dtype(x)
+        dt = compute_dtype(x.dtype)
         flat = x.to(dt).reshape(-1, x.shape[-1])
         y = F.group_norm(flat, self.groups, self.weight.to(dt), self.bias.to(dt), self.eps)
         return y.view(x.shape).to(x.dtype)
@@ -302,24 +289,12 @@ _FLA_UNSUPPORTED: dict[str, Any] = dict(hidden_act="sqrelu", attn=None)
 
 def config_from_fla(cfg: Mapping[str, Any], source: str = "config.json") -> Config:
     """fla's ``RWKV6Config`` (a config.json dict) -> our Config; unsupported options are errors."""
-    if cfg.get("model_type") != ARCH:
-        raise ValueError(f"{source}: model_type is {cfg.get('model_type')!r}, not {ARCH!r}")
-    for key, supported in _FLA_UNSUPPORTED.items():
-        if cfg.get(key, supported) != supported:
-            raise ValueError(f"{source}: {key}={cfg[key]!r} is not supported by lengthgen's RWKV-6 (only {supported!r})")
-    c = {**_FLA_DEFAULTS, **{k: cfg[k] for k in _FLA_DEFAULTS if k in cfg}}
-    fields = dict(
-        d_model=c["hidden_size"], n_layers=c["num_hidden_layers"], vocab_size=c["vocab_size"],
-        pad_vocab_size_multiple=1, tie_embeddings=c["tie_word_embeddings"], norm_eps=c["norm_eps"],
-        initializer_range=c["initializer_range"], num_heads=c["num_heads"], expand_k=c["expand_k"],
-        expand_v=c["expand_v"], hidden_ratio=float(c["hidden_ratio"] if c["hidden_ratio"] is not None else 3.5),
-        intermediate_size=c["intermediate_size"], proj_low_rank_dim=c["proj_low_rank_dim"],
-        gate_low_rank_dim=c["gate_low_rank_dim"], norm_first=c["norm_first"], norm_bias=c["norm_bias"],
+    c = fla_config_values(cfg, source, ARCH, "RWKV-6", _FLA_DEFAULTS, _FLA_UNSUPPORTED)
+    return build_fla_config(
+        Config, c, source, hidden_ratio=float(c["hidden_ratio"] if c["hidden_ratio"] is not None else 3.5),
+        proj_low_rank_dim=c["proj_low_rank_dim"], gate_low_rank_dim=c["gate_low_rank_dim"],
+        norm_first=c["norm_first"], norm_bias=c["norm_bias"],
     )  # fmt: skip
-    try:
-        return Config.from_dict(fields)
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
 
 
 def from_fla_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
