@@ -74,3 +74,19 @@ def test_stage_zero_shot_and_fitted_noise_finetuning(tmp_path):
                  "--out", str(out), "--set", "tasks.passkey.finetune.protocol=fitted_noise"]) == 0
     assert read_result(out)["data"]["protocol"] == "fitted_noise"
     assert (tmp_path / "pk.json.finetune" / "final").is_dir()
+
+
+def test_stage_length_too_short_for_the_prompt_is_a_config_error(tmp_path, capsys):
+    minimum = len(TOK.encode(passkey.passkey_text(12345, 0, 0.5)))
+    with pytest.raises(passkey.PromptTooShort) as e:
+        passkey.build_sample(TOK, minimum - 1, 0.5, 12345)
+    assert (e.value.target_tokens, e.value.minimum) == (minimum - 1, minimum)
+    assert passkey.build_sample(TOK, minimum, 0.5, 12345).ids == TOK.encode(passkey.passkey_text(12345, 0, 0.5))
+    cfg = {"tasks": {"passkey": {"lengths": [400, 96], "depths": [0.5], "samples": 1}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    # the model folder does not exist: the length is checked before the model is read
+    assert main(["task-passkey", "--config", str(tmp_path / "c.yaml"), "--model", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "pk.json")]) == 2
+    err = capsys.readouterr().err
+    assert "tasks.passkey.lengths" in err and f"at least {minimum}" in err and "96" in err
+    assert not (tmp_path / "pk.json").exists()

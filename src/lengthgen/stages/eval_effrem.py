@@ -14,31 +14,26 @@ KIND = "eval-effrem"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ._common import add_config_arguments
+    from ._common import add_model_arguments
 
-    add_config_arguments(p)
-    p.add_argument("--model", required=True, help="model folder or hub name")
-    p.add_argument("--out", required=True, help="result file (.parquet)")
+    add_model_arguments(p, ".parquet")
 
 
 def run(args) -> int:
     import pandas as pd
     import torch
 
-    from lengthgen.config import load_config
     from lengthgen.evaluate import DISTANCES, log_cut_points, runtime, suffix_probs
     from lengthgen.provenance import provenance
     from lengthgen.results import write_table
 
-    if not args.out.endswith(".parquet"):
-        raise SystemExit(f"{NAME}: --out must name a .parquet file, got {args.out}")
-    cfg = load_config(args.config, args.overrides)
+    from ._common import eval_model, table_stage_config
+
+    cfg = table_stage_config(args, NAME)
     ev, er = cfg["eval"], cfg["eval"]["effrem"]
-    runtime.check_tokenizer_matches(cfg, args.model)
     T = er["length"]
     cuts = er["cut_points"] if er["cut_points"] is not None else log_cut_points(T, er["num_cut_points"])
-    device = runtime.resolve_device(ev["device"])
-    model = runtime.load_eval_model(args.model, device, ev["precision"])
+    device, model = eval_model(args, cfg)
     sums = {d: torch.zeros(len(cuts), dtype=torch.float64) for d in er["distances"]}
     count = 0
     with runtime.autocast(device, ev["precision"]):

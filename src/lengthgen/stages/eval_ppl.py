@@ -15,30 +15,25 @@ KIND = "eval-ppl"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ._common import add_config_arguments
+    from ._common import add_model_arguments
 
-    add_config_arguments(p)
-    p.add_argument("--model", required=True, help="model folder (a run's final/ or a checkpoint) or hub name")
-    p.add_argument("--out", required=True, help="result file (.parquet)")
+    add_model_arguments(p, ".parquet", model_help="model folder (a run's final/ or a checkpoint) or hub name")
 
 
 def run(args) -> int:
     import pandas as pd
 
-    from lengthgen.config import load_config
     from lengthgen.evaluate import PositionwiseMean, bucket_means, length_generalization, log_buckets, perplexity
     from lengthgen.evaluate import positionwise_loss, runtime
     from lengthgen.provenance import provenance
     from lengthgen.results import write_table
 
-    if not args.out.endswith(".parquet"):
-        raise SystemExit(f"{NAME}: --out must name a .parquet file, got {args.out}")
-    cfg = load_config(args.config, args.overrides)
+    from ._common import eval_model, table_stage_config
+
+    cfg = table_stage_config(args, NAME)
     ev = cfg["eval"]
     T, t_source = runtime.train_context(cfg, args.model)
-    runtime.check_tokenizer_matches(cfg, args.model)
-    device = runtime.resolve_device(ev["device"])
-    model = runtime.load_eval_model(args.model, device, ev["precision"])
+    device, model = eval_model(args, cfg)
     acc = PositionwiseMean(ev["length"])
     seconds = 0.0
     with runtime.autocast(device, ev["precision"]):

@@ -15,26 +15,21 @@ KIND = "eval-state-stats"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ._common import add_config_arguments
+    from ._common import add_model_arguments
 
-    add_config_arguments(p)
-    p.add_argument("--model", required=True, help="model folder or hub name")
-    p.add_argument("--out", required=True, help="result file (.parquet)")
+    add_model_arguments(p, ".parquet")
 
 
 def run(args) -> int:
-    from lengthgen.config import load_config
     from lengthgen.evaluate import StatsMean, runtime, state_statistics
     from lengthgen.provenance import provenance
     from lengthgen.results import write_table
 
-    if not args.out.endswith(".parquet"):
-        raise SystemExit(f"{NAME}: --out must name a .parquet file, got {args.out}")
-    cfg = load_config(args.config, args.overrides)
+    from ._common import eval_model, table_stage_config
+
+    cfg = table_stage_config(args, NAME)
     ev, ss = cfg["eval"], cfg["eval"]["state_stats"]
-    runtime.check_tokenizer_matches(cfg, args.model)
-    device = runtime.resolve_device(ev["device"])
-    model = runtime.load_eval_model(args.model, device, ev["precision"])
+    device, model = eval_model(args, cfg)
     acc = StatsMean()
     with runtime.autocast(device, ev["precision"]):
         # ValidationSequences yields length + 1 tokens: the state is measured on the first `length`.

@@ -18,12 +18,9 @@ KIND = "task-babilong"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ._common import add_config_arguments
+    from ._common import add_model_arguments
 
-    add_config_arguments(p)
-    p.add_argument("--model", required=True, help="model folder or hub name")
-    p.add_argument("--out", required=True, help="result file (.json)")
-    p.add_argument("--work", default=None, help="finetuning run folder (default: OUT.finetune)")
+    add_model_arguments(p, ".json", work=True)
 
 
 def run(args) -> int:
@@ -35,17 +32,16 @@ def run(args) -> int:
     from lengthgen.provenance import provenance
     from lengthgen.results import write_result
     from lengthgen.tasks import babilong
-    from lengthgen.tasks.finetune import finetune
+
+    from ._common import task_model
 
     cfg = load_config(args.config, args.overrides)
     bl, ev = cfg["tasks"]["babilong"], cfg["eval"]
     tokenizer = runtime.tokenizer(cfg)
     device = runtime.resolve_device(ev["device"])
     ft = bl["finetune"]
-    if ft["protocol"] != "none":
-        from lengthgen.models import load_model
 
-        model = load_model(args.model)
+    def row_maker():
         pool = babilong.filler_pool(iter(build_corpus(cfg["data"]["corpus"])), tokenizer, 8 * ft["context"])
         tasks = list(bl["tasks"])
 
@@ -54,11 +50,9 @@ def run(args) -> int:
             return babilong.finetune_example(tokenizer, task, ft["context"], babilong.cycle_from(pool, rng),
                                              bl["few_shot"], rng)
 
-        finetune(model, make_row, cfg, args.work or f"{args.out}.finetune", intervention="zero",
-                 steps=ft["steps"], context=ft["context"], batch_size=ft["batch_size"], lr=ft["lr"])
-        model = runtime.prepare_model(model, device, ev["precision"])
-    else:
-        model = runtime.load_eval_model(args.model, device, ev["precision"])
+        return make_row
+
+    model = task_model(args, cfg, device, ft, "zero", row_maker)
     filler = babilong.sentences(iter(build_corpus(cfg["data"]["corpus"]))) if bl["source"] == "generated" else None
     accuracy, rows = [], []
     with runtime.autocast(device, ev["precision"]):

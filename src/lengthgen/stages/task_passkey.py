@@ -16,40 +16,37 @@ PROTOCOL_INTERVENTION = {"standard": "zero", "fitted_noise": "fitted_noise"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ._common import add_config_arguments
+    from ._common import add_model_arguments
 
-    add_config_arguments(p)
-    p.add_argument("--model", required=True, help="model folder or hub name")
-    p.add_argument("--out", required=True, help="result file (.json)")
-    p.add_argument("--work", default=None, help="finetuning run folder (default: OUT.finetune)")
+    add_model_arguments(p, ".json", work=True)
 
 
 def run(args) -> int:
     import functools
 
-    from lengthgen.config import load_config
+    from lengthgen.config import ConfigError, load_config
     from lengthgen.evaluate import runtime
     from lengthgen.provenance import provenance
     from lengthgen.results import write_result
     from lengthgen.tasks import passkey
-    from lengthgen.tasks.finetune import finetune
+
+    from ._common import task_model
 
     cfg = load_config(args.config, args.overrides)
     pk, ev = cfg["tasks"]["passkey"], cfg["eval"]
     tokenizer = runtime.tokenizer(cfg)
+    try:  # before any finetuning: a length too short for the prompt is a config error
+        samples = passkey.generate_samples(tokenizer, pk["lengths"], pk["depths"], pk["samples"], cfg["seed"])
+    except passkey.PromptTooShort as e:
+        raise ConfigError(
+            f"tasks.passkey.lengths: {e.target_tokens} tokens cannot hold a passkey prompt with the "
+            f"{cfg['data']['tokenizer']['kind']} tokenizer, which needs at least {e.minimum}; "
+            f"set every length to {e.minimum} or more"
+        ) from None
     device = runtime.resolve_device(ev["device"])
     ft = pk["finetune"]
-    if ft["protocol"] != "none":
-        from lengthgen.models import load_model
-
-        model = load_model(args.model)
-        finetune(model, functools.partial(passkey.finetune_example, tokenizer, ft["context"]), cfg,
-                 args.work or f"{args.out}.finetune", intervention=PROTOCOL_INTERVENTION[ft["protocol"]],
-                 steps=ft["steps"], context=ft["context"], batch_size=ft["batch_size"], lr=ft["lr"])
-        model = runtime.prepare_model(model, device, ev["precision"])
-    else:
-        model = runtime.load_eval_model(args.model, device, ev["precision"])
-    samples = passkey.generate_samples(tokenizer, pk["lengths"], pk["depths"], pk["samples"], cfg["seed"])
+    model = task_model(args, cfg, device, ft, PROTOCOL_INTERVENTION.get(ft["protocol"]),
+                       lambda: functools.partial(passkey.finetune_example, tokenizer, ft["context"]))
     with runtime.autocast(device, ev["precision"]):
         rows = passkey.evaluate(model, tokenizer, samples, pk["max_new_tokens"], ev["chunk_size"], device)
     cells = {}

@@ -32,6 +32,15 @@ _NEEDLE_RE = re.compile(r"The pass key is (\d+)\. Remember it\. \1 is the pass k
 _DIGITS = re.compile(r"\d+")
 
 
+class PromptTooShort(ValueError):
+    """A target length below the shortest passkey prompt (no filler) with the tokenizer."""
+
+    def __init__(self, target_tokens: int, minimum: int):
+        super().__init__(f"a passkey prompt needs at least {minimum} tokens with this tokenizer; "
+                         f"target {target_tokens} is too short")
+        self.target_tokens, self.minimum = target_tokens, minimum
+
+
 @dataclass(frozen=True)
 class PasskeySample:
     text: str
@@ -54,8 +63,7 @@ def build_sample(tokenizer, target_tokens: int, depth: float, key: int) -> Passk
     """The longest prompt of at most ``target_tokens`` tokens (binary search on the filler count)."""
     count = lambda n: len(tokenizer.encode(passkey_text(key, n, depth)))  # noqa: E731
     if count(0) > target_tokens:
-        raise ValueError(f"a passkey prompt needs at least {count(0)} tokens with this tokenizer; "
-                         f"target {target_tokens} is too short")
+        raise PromptTooShort(target_tokens, count(0))
     lo, hi = 0, 1
     while count(hi) <= target_tokens:
         lo, hi = hi, hi * 2
