@@ -84,6 +84,7 @@ def test_run_folder_layout(reference):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ckpt.state_dict().values()))
     prov = json.loads((run / "provenance.json").read_text())
     assert set(REQUIRED) <= set(prov) and prov["stage"] == "pretrain"
+    assert "study" not in yaml.safe_load((run / "config.yaml").read_text())   # a run's config, not the study's
     resolved = load_config(run / "config.yaml")                  # the saved config is complete and valid
     assert identity_hash(resolved) == identity_hash(load_config(cfg))
     trainer_state = RunDir.load_trainer_state(run / "checkpoints" / "step_00000006")
@@ -106,9 +107,11 @@ def test_rerun_is_noop_and_other_config_is_refused(reference, capsys):
                        load_model(run / "checkpoints" / "step_00000006").lm_head.weight)
     assert torch.equal(load_model(run / "milestones" / "256").lm_head.weight,
                        load_model(run / "checkpoints" / "step_00000002").lm_head.weight)
+    assert stage("pretrain", cfg, run, "study.name=another-study") == 0   # the study grid is not the run's
+    assert "already finished" in capsys.readouterr().out
     assert stage("pretrain", cfg, run, "train.steps=8") == 1
     err = capsys.readouterr().err
-    assert "different config" in err and "train.steps" in err
+    assert "different config" in err and "differing keys: train.steps)" in err
 
 
 def test_unknown_key_and_bad_precision(config_file, tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 ::
 
-    RUN_DIR/config.yaml                 resolved config (the run's identity: its hash is checked on rerun)
+    RUN_DIR/config.yaml                 resolved run config, without the study grid (the run's identity:
+                                        its hash is checked on rerun)
     RUN_DIR/provenance.json             lengthgen.provenance block
     RUN_DIR/metrics.jsonl               one JSON line per optimizer step
     RUN_DIR/checkpoints/step_XXXXXXXX/  model folder (models.save_model) + trainer.pt
@@ -28,7 +29,7 @@ import torch
 import yaml
 
 from lengthgen import io
-from lengthgen.config import config_hash
+from lengthgen.config import config_hash, run_config
 
 CKPT_PREFIX = "step_"
 TRAINER_FILE = "trainer.pt"
@@ -119,7 +120,7 @@ class RunDir:
             return False
         saved = yaml.safe_load(self.config.read_text()) or {}
         if identity_hash(saved) != identity_hash(cfg):
-            diff = _diff(saved, dict(cfg))
+            diff = _diff(run_config(saved), run_config(cfg))
             raise RunDirError(
                 f"{self.root} holds a run with a different config (hash {identity_hash(saved)} != "
                 f"{identity_hash(cfg)}; differing keys: {', '.join(diff) or '?'}). Rerun with the same "
@@ -127,7 +128,9 @@ class RunDir:
         return True
 
     def write_config(self, cfg: Mapping) -> None:
-        io.write_text(self.config, yaml.safe_dump(dict(cfg), sort_keys=False))
+        """Save the run-defining part of ``cfg`` (:func:`lengthgen.config.run_config`: the study grid,
+        which many runs share, is not part of a run)."""
+        io.write_text(self.config, yaml.safe_dump(run_config(cfg), sort_keys=False))
 
     def finished(self) -> bool:
         """True when ``final/`` holds a complete model folder (a workflow may have deleted its files)."""
