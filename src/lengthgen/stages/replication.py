@@ -1,0 +1,44 @@
+"""The replication's claims from the raw result files: ``results/replication.json``, never typed by hand.
+
+Reads every result under ``--results`` (the workflow's layout, docs/workflow.md) through
+``lengthgen.replication`` and writes, atomically, ``{"claims": {name: {"verdict", "reason", <numbers>,
+"raw", "provenance"}}, "provenance": {...}}``. Each claim's ``provenance`` describes the runs behind
+its raw files (devices, commits, config hashes); the top-level ``provenance`` describes this
+generator run (commit, config hash). Thresholds: ``eval.verdict.far_margin`` for the from-scratch
+failure, 0.01 nats for the interventions' target (docs/replication.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "compute the replication's claims (results/replication.json) from the raw result files"
+NAME = "replication"
+TARGET = 0.01  # nats: the best intervention's far loss must come this close to the base's in-context minimum
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ._common import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--out", default="results/replication.json", help="output file (default: results/replication.json)")
+
+
+def run(args) -> int:
+    from lengthgen import io
+    from lengthgen.config import load_config
+    from lengthgen.provenance import provenance
+    from lengthgen.replication import load_results, replicate
+
+    if not args.out.endswith(".json"):
+        raise SystemExit(f"{NAME}: --out must name a .json file, got {args.out}")
+    cfg = load_config(args.config, args.overrides)
+    claims = replicate(load_results(args.results), far_margin=cfg["eval"]["verdict"]["far_margin"], target=TARGET)
+    prov = provenance(cfg, device="cpu")
+    prov.pop("argv", None)  # machine-specific paths; the claims name their raw files
+    io.write_json(args.out, {"claims": claims, "provenance": prov})
+    for name, c in claims.items():
+        print(f"{NAME}: {name}: {c['verdict']} ({c['reason']})")
+    print(f"{NAME}: -> {args.out}")
+    return 0
