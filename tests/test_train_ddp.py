@@ -9,34 +9,19 @@ import shutil
 import subprocess
 import sys
 
+import _train_helpers
 import pytest
 import yaml
 
-from lengthgen.config import load_config, resolve
-from lengthgen.data import prepare
+from lengthgen.config import load_config
 from lengthgen.train import RunDir, read_metrics, run_training
 
 TOLERANCE = 1e-9
 
 
-def tiny_config(data_root, intervention, steps):
-    return {
-        "seed": 0,
-        "model": {"arch": "mamba2", "preset": "tiny",
-                  "overrides": {"d_model": 32, "n_layers": 1, "d_state": 8, "headdim": 8, "chunk_size": 16}},
-        "data": {"root": str(data_root), "tokenizer": {"kind": "byte"},
-                 "corpus": {"kind": "stdlib", "max_documents": 8}, "val_fraction": 0.2},
-        "train": {"context": 32, "batch_tokens": 256, "micro_batch": 2, "steps": steps, "lr": 3e-3,
-                  "precision": "fp64", "device": "cpu", "checkpoint_every": 3, "progress": False},
-        "intervention": {"name": intervention},
-    }
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    prepare(resolve(tiny_config(root, "zero", 1)))
-    return root
+def tiny_config(train_data_root, intervention, steps):
+    return _train_helpers.tiny_config(train_data_root, {"name": intervention}, batch_tokens=256, steps=steps,
+                                      precision="fp64", checkpoint_every=3)
 
 
 def torchrun(cfg_path, out, *sets):
@@ -50,9 +35,9 @@ def torchrun(cfg_path, out, *sets):
 
 
 @pytest.mark.parametrize("intervention", ["state_passing", "fitted_noise"])
-def test_two_gloo_processes_match_one(intervention, data_root, tmp_path):
+def test_two_gloo_processes_match_one(intervention, train_data_root, tmp_path):
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(data_root, intervention, steps=6)))
+    cfg_path.write_text(yaml.safe_dump(tiny_config(train_data_root, intervention, steps=6)))
     cfg = load_config(cfg_path)
     run_training(cfg, tmp_path / "one", log=lambda *a: None)
     one = [r["loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")]

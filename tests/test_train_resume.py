@@ -7,35 +7,21 @@ import subprocess
 import sys
 import time
 
+import _train_helpers
 import pytest
 import torch
 import yaml
 
-from lengthgen.config import load_config, resolve
-from lengthgen.data import prepare
+from lengthgen.config import load_config
 from lengthgen.train import RunDir, read_metrics, run_training
 
 STEPS = 12
 
 
-def tiny_config(data_root, intervention):
-    return {
-        "seed": 0,
-        "model": {"arch": "mamba2", "preset": "tiny",
-                  "overrides": {"d_model": 32, "n_layers": 1, "d_state": 8, "headdim": 8, "chunk_size": 16}},
-        "data": {"root": str(data_root), "tokenizer": {"kind": "byte"},
-                 "corpus": {"kind": "stdlib", "max_documents": 8}, "val_fraction": 0.2},
-        "train": {"context": 32, "batch_tokens": 128, "micro_batch": 2, "steps": STEPS, "lr": 3e-3,
-                  "precision": "fp32", "device": "cpu", "checkpoint_every": 3, "progress": False},
-        "intervention": {"name": intervention, "components": "all" if intervention == "tbtt" else "ssm"},
-    }
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    prepare(resolve(tiny_config(root, "zero")))
-    return root
+def tiny_config(train_data_root, intervention):
+    components = "all" if intervention == "tbtt" else "ssm"
+    return _train_helpers.tiny_config(train_data_root, {"name": intervention, "components": components},
+                                      steps=STEPS, checkpoint_every=3)
 
 
 @pytest.fixture
@@ -55,9 +41,9 @@ def metric_lines(path):
 
 
 @pytest.mark.parametrize("intervention", ["zero", "state_passing", "fitted_noise", "tbtt"])
-def test_kill9_then_rerun_reproduces_the_losses(intervention, data_root, tmp_path, one_thread):
+def test_kill9_then_rerun_reproduces_the_losses(intervention, train_data_root, tmp_path, one_thread):
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(data_root, intervention)))
+    cfg_path.write_text(yaml.safe_dump(tiny_config(train_data_root, intervention)))
     cfg = load_config(cfg_path)
     run_training(cfg, tmp_path / "ref", log=lambda *a: None)
     reference = read_metrics(tmp_path / "ref" / "metrics.jsonl")

@@ -4,13 +4,14 @@ rerun, config mismatch, bad input, divergence, a full disk, post-training, gradi
 import errno
 import json
 
+import _train_helpers
 import pytest
 import torch
 import yaml
 
 from lengthgen import cli
 from lengthgen.config import ConfigError, load_config, resolve
-from lengthgen.data import ContiguousStreams, ShuffledWindows, open_dataset, prepare
+from lengthgen.data import ContiguousStreams, ShuffledWindows, open_dataset
 from lengthgen.interventions import TBTT
 from lengthgen.models import build_model, load_model
 from lengthgen.provenance import REQUIRED
@@ -18,30 +19,15 @@ from lengthgen.train import Batch, RunDir, Trainer, read_metrics, run_training
 from lengthgen.train.checkpoint import identity_hash
 
 
-def tiny_config(data_root, **train):
-    return {
-        "seed": 0,
-        "model": {"arch": "mamba2", "preset": "tiny",
-                  "overrides": {"d_model": 32, "n_layers": 1, "d_state": 8, "headdim": 8, "chunk_size": 16}},
-        "data": {"root": str(data_root), "tokenizer": {"kind": "byte"},
-                 "corpus": {"kind": "stdlib", "max_documents": 8}, "val_fraction": 0.2},
-        "train": {"context": 32, "batch_tokens": 128, "micro_batch": 2, "steps": 6, "lr": 3e-3,
-                  "precision": "fp32", "device": "cpu", "checkpoint_every": 2, "progress": False, **train},
-    }
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    prepare(resolve(tiny_config(root)))
-    return root
+def tiny_config(train_data_root, **train):
+    return _train_helpers.tiny_config(train_data_root, **{"steps": 6, "checkpoint_every": 2, **train})
 
 
 @pytest.fixture
-def config_file(tmp_path, data_root):
+def config_file(tmp_path, train_data_root):
     def make(**train):
         path = tmp_path / f"cfg{len(list(tmp_path.glob('cfg*.yaml')))}.yaml"
-        path.write_text(yaml.safe_dump(tiny_config(data_root, **train)))
+        path.write_text(yaml.safe_dump(tiny_config(train_data_root, **train)))
         return path
     return make
 
@@ -54,11 +40,11 @@ def stage(name, cfg, out, *sets, init=None):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_root):
+def reference(tmp_path_factory, train_data_root):
     """One finished 6-step pretraining run, shared by the tests below."""
     d = tmp_path_factory.mktemp("ref")
     cfg = d / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config(data_root, milestones=[256, "0.002x"], keep_checkpoints=2)))
+    cfg.write_text(yaml.safe_dump(tiny_config(train_data_root, milestones=[256, "0.002x"], keep_checkpoints=2)))
     assert stage("pretrain", cfg, d / "run") == 0
     return cfg, d / "run"
 
@@ -188,10 +174,10 @@ def test_posttrain_from_a_run(reference, tmp_path, capsys):
     assert "has not finished" in capsys.readouterr().err
 
 
-def test_gradient_accumulation_and_masked_targets(data_root, tmp_path):
+def test_gradient_accumulation_and_masked_targets(train_data_root, tmp_path):
     """Trainer API with a custom batch source: accumulation over 1 or 4 micro-batches gives the same
     losses (float64), and step 1's loss is the mean CE over the scored targets only."""
-    tokens = open_dataset(resolve(tiny_config(data_root))).train
+    tokens = open_dataset(resolve(tiny_config(train_data_root))).train
 
     class Masked(ShuffledWindows):           # a copying-task-like source: the first half is not scored
         def __next__(self):
@@ -202,7 +188,7 @@ def test_gradient_accumulation_and_masked_targets(data_root, tmp_path):
 
     losses, first_batch = {}, None
     for micro in (4, 1):
-        cfg = resolve(tiny_config(data_root, micro_batch=micro, steps=3, precision="fp64"))
+        cfg = resolve(tiny_config(train_data_root, micro_batch=micro, steps=3, precision="fp64"))
         model = build_model("mamba2", "tiny", seed=0, vocab_size=256, **cfg["model"]["overrides"])
         if first_batch is None:
             first_batch = next(Masked(tokens, context=32, batch_size=4, seed=0))
@@ -218,8 +204,8 @@ def test_gradient_accumulation_and_masked_targets(data_root, tmp_path):
     assert losses[1] == pytest.approx(losses[4], rel=1e-10)
 
 
-def test_tbtt_needs_the_contiguous_sampler(data_root, tmp_path):
-    cfg = resolve(tiny_config(data_root))
+def test_tbtt_needs_the_contiguous_sampler(train_data_root, tmp_path):
+    cfg = resolve(tiny_config(train_data_root))
     tokens = open_dataset(cfg).train
     model = build_model("mamba2", "tiny", seed=0, vocab_size=256, **cfg["model"]["overrides"])
     with pytest.raises(ConfigError, match="contiguous sampler"):
@@ -227,8 +213,8 @@ def test_tbtt_needs_the_contiguous_sampler(data_root, tmp_path):
     Trainer(model, ContiguousStreams(tokens, 32, 4), cfg, tmp_path / "t", TBTT())
 
 
-def test_batch_of_the_wrong_shape_is_named(data_root, tmp_path):
-    cfg = resolve(tiny_config(data_root))
+def test_batch_of_the_wrong_shape_is_named(train_data_root, tmp_path):
+    cfg = resolve(tiny_config(train_data_root))
     tokens = open_dataset(cfg).train
     model = build_model("mamba2", "tiny", seed=0, vocab_size=256, **cfg["model"]["overrides"])
     trainer = Trainer(model, ShuffledWindows(tokens, context=16, batch_size=4), cfg, tmp_path / "w",
