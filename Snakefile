@@ -100,6 +100,7 @@ rule all:
     input:
         STUDY.all_runs(),
         STUDY.all_results(),
+        f"{RESULTS}/replication.json",
         FIGURE_FILES,
 
 
@@ -115,3 +116,4 @@ include: "workflow/rules/posttrain.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tasks.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/replication.smk"
