@@ -29,6 +29,17 @@ def _num_windows(tokens, context: int) -> int:
     return max(0, (len(tokens) - 1) // context)
 
 
+def _training_windows(tokens, context: int, batch_size: int, batch: str) -> int:
+    """The number of windows of ``context`` in ``tokens``; fewer than ``batch_size`` (described to
+    the user as ``batch``) is an error that says what to change."""
+    n = _num_windows(tokens, context)
+    if n < batch_size:
+        raise SamplerError(
+            f"{len(tokens)} tokens hold {n} windows of context {context}, fewer than {batch}: prepare "
+            "more data (data.corpus.max_tokens / max_documents) or lower train.context / the batch size")
+    return n
+
+
 def _rows_per_rank(batch_size: int, rank: int, world_size: int) -> int:
     if world_size < 1 or not 0 <= rank < world_size:
         raise SamplerError(f"rank {rank} is not in [0, world_size={world_size})")
@@ -68,12 +79,7 @@ class ShuffledWindows:
         self.tokens, self.context, self.batch_size, self.seed = tokens, context, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.rows = _rows_per_rank(batch_size, rank, world_size)
-        self.num_windows = _num_windows(tokens, context)
-        if self.num_windows < batch_size:
-            raise SamplerError(
-                f"{len(tokens)} tokens hold {self.num_windows} windows of context {context}, fewer "
-                f"than the global batch of {batch_size}: prepare more data (data.corpus.max_tokens / "
-                "max_documents) or lower train.context / the batch size")
+        self.num_windows = _training_windows(tokens, context, batch_size, f"the global batch of {batch_size}")
         self.batches_per_epoch = self.num_windows // batch_size
         self.epoch, self.index = 0, 0
         self._order, self._order_epoch = None, None
@@ -124,12 +130,7 @@ class ContiguousStreams:
         self.tokens, self.context, self.batch_size = tokens, context, batch_size
         self.rank, self.world_size = rank, world_size
         self.rows = _rows_per_rank(batch_size, rank, world_size)
-        self.num_windows = _num_windows(tokens, context)
-        if self.num_windows < batch_size:
-            raise SamplerError(
-                f"{len(tokens)} tokens hold {self.num_windows} windows of context {context}, fewer "
-                f"than the {batch_size} parallel streams: prepare more data or lower train.context "
-                "/ the batch size")
+        self.num_windows = _training_windows(tokens, context, batch_size, f"the {batch_size} parallel streams")
         streams = np.arange(rank * self.rows, (rank + 1) * self.rows)
         self.stream_starts = streams * self.num_windows // batch_size
         self.step = 0
