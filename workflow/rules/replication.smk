@@ -16,7 +16,7 @@ rule replication:
         CONDA_ENV
     params:
         config=CONFIGFILE,
-        results=RESULTS,
+        results=lambda wc, output: os.path.dirname(output[0]),
         sets=sets([]),
     shell:
         "lengthgen replication --config {params.config} --results {params.results} --out {output} {params.sets} > {log} 2>&1"
