@@ -7,6 +7,7 @@ intervention, ...) and the result files it reads. They only read and plot. Helpe
 * ``load_ppl`` / ``load_effrem`` / ``load_stats`` / ``load_task``: read a result of the kind its stage
   writes (or None if absent); ``accuracy_frame``: a task result's accuracy rows;
 * ``missing(ax, paths)``: an annotated empty panel "not yet measured: <path>";
+* ``ppl_panels`` / ``accuracy_by_length_panels``: the panel grids several figures share;
 * ``footnote(fig, entries, scale)``: scale and provenance (models, tokens, hardware, commit) read
   from the result files themselves;
 * ``save(fig, outputs)`` / ``save_table(md, tex, outputs)``: PDF/PNG/Markdown/LaTeX without
@@ -296,6 +297,39 @@ def ppl_panels(entries, panel_key, line_key, title=str, line_label=str, ncols=3)
         ax.set_title(title(pk))
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
+    return fig, axes
+
+
+def accuracy_by_length_panels(entries, task: str, kind: str, xlabel: str, ylabel: str, named_lengths: bool = False):
+    """One panel per ``setting``, one curve per entry: the accuracy of its ``task`` result (of
+    ``kind``) against length, averaged over the other rows (depths, tasks) at each length. Lengths
+    are numbers on a log2 axis, or with ``named_lengths`` names ("1k") in the result's order; a panel
+    without any result names the missing files (Figs. 6, 7)."""
+    import matplotlib.pyplot as plt
+
+    settings = group(entries, "setting") or {None: []}
+    fig, axes = plt.subplots(1, len(settings), figsize=(3.4 * len(settings), 2.8), squeeze=False)
+    for ax, (setting, es) in zip(axes[0], settings.items()):
+        shown = 0
+        for e in es:
+            res = load_task(e["results"][task], kind)
+            if res is None:
+                continue
+            acc = accuracy_frame(res).groupby("length", sort=not named_lengths)["accuracy"].mean()
+            xs = [str(x) for x in acc.index] if named_lengths else acc.index
+            ax.plot(xs, acc.values, marker="o", color=INTERVENTION_COLORS.get(e.get("intervention"), "k"),
+                    label=label(e))
+            shown += 1
+        if not shown:
+            missing(ax, absent(es, task) or ["(no models selected)"])
+        else:
+            if not named_lengths:
+                ax.set_xscale("log", base=2)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend()
+        ax.set_title(str(setting))
     return fig, axes
 
 
