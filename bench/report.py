@@ -223,6 +223,14 @@ def _status(r: Mapping | None) -> str:
 
 
 # ---------------------------------------------------------------------------- figure
+def scale_text(raw: Mapping) -> str:
+    """Which sections were measured and with which harness options (the figure's scale)."""
+    sections = sorted(k for k, v in raw.items() if isinstance(v, Mapping) and "results" in v)
+    quick = any(dig(raw, k, "options", "quick") for k in sections)
+    return (f"Measured sections: {', '.join(sections) or 'none'}"
+            f"{' (--quick shapes: 4 x 2048 tokens per training step)' if quick else ''}. ")
+
+
 def hardware_text(prov: Mapping, smoke: bool) -> str:
     hw, versions, git = prov.get("hardware", {}), prov.get("versions", {}), prov.get("git", {})
     device = f"{hw.get('gpu_count', 1)}x {hw.get('gpu')} (CUDA {hw.get('cuda')})" if hw.get("device") == "cuda" \
@@ -246,7 +254,8 @@ def figure(result: Mapping, outputs: list[str]) -> None:
     _eval_panels(axes[0, 1], axes[1, 0], dig(raw, "eval", "results") or {})
     _ratio_panel(axes[1, 1], result["ratios"])
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.text(0.01, 0.005, hardware_text(result["provenance"], bool(raw.get("smoke_sections"))), fontsize=5.5,
+    fig.text(0.01, 0.005, scale_text(raw) + hardware_text(result["provenance"], bool(raw.get("smoke_sections"))),
+             fontsize=5.5,
              va="bottom", ha="left", color="0.35", wrap=True)
     plotting.save(fig, outputs)
 
