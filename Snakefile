@@ -2,6 +2,7 @@
 
     snakemake --cores all figures                      # render every figure/table from the committed results
     snakemake --cores all all                          # recompute what the config describes (GPU)
+    snakemake --cores all results                      # the same without rendering (then `figures` anywhere)
     snakemake all --profile profiles/slurm --configfile config/paper.yaml
 
 The grid lives in the config's `study` section (schema: src/lengthgen/schema/config.schema.yaml);
@@ -92,6 +93,7 @@ wildcard_constraints:
 
 localrules:
     all,
+    results,
     figures,
 
 
@@ -102,6 +104,14 @@ rule all:
         STUDY.all_results(),
         f"{RESULTS}/replication.json",
         FIGURE_FILES,
+
+
+rule results:
+    """Every run and result plus results/replication.json, without rendering (a GPU node needs no papermill)."""
+    input:
+        STUDY.all_runs(),
+        STUDY.all_results(),
+        f"{RESULTS}/replication.json",
 
 
 rule figures:

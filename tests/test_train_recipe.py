@@ -76,6 +76,14 @@ def test_layout_errors_name_the_keys():
         batch_layout({"context": 64, "batch_tokens": 500, "micro_batch": 2})
     with pytest.raises(ConfigError, match="train.micro_batch=3 x 2 process"):
         batch_layout({"context": 64, "batch_tokens": 512, "micro_batch": 3}, world_size=2)
+    with pytest.raises(ConfigError, match="3 processes cannot share"):
+        batch_layout({"context": 64, "batch_tokens": 512, "micro_batch": None}, world_size=3)
+
+
+def test_micro_batch_null_runs_each_rank_rows_at_once():
+    layout = batch_layout({"context": 64, "batch_tokens": 1024, "micro_batch": None}, world_size=2)
+    assert (layout.rows_per_rank, layout.micro_batch, layout.accumulation) == (8, 8, 1)
+    assert layout.micro_rows(1) == [range(8, 16)]
 
 
 def test_adamw_step_matches_reference_update():

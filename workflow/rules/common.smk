@@ -78,7 +78,11 @@ def task_job(path):
 def computing():
     """True when the requested targets ask for recomputation (`all`, or no target given)."""
     targets = set(workflow.dag_settings.targets or ())
-    return not targets and not workflow.dag_settings.target_jobs or "all" in targets
+    return (
+        not targets
+        and not workflow.dag_settings.target_jobs
+        or bool(targets & {"all", "results"})
+    )
 
 
 def figure_results(wildcards):

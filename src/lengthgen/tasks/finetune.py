@@ -28,7 +28,7 @@ def finetune(model, make_row: Callable[[random.Random], tuple[list[int], list[in
     run_cfg = copy.deepcopy(dict(cfg))
     run_cfg["train"] = {**run_cfg["train"], "steps": steps, "tokens": None, "context": context,
                         "batch_tokens": batch_size * context, "lr": lr, "milestones": [],
-                        "micro_batch": min(batch_size, run_cfg["train"]["micro_batch"])}
+                        "micro_batch": min(batch_size, run_cfg["train"]["micro_batch"] or batch_size)}
     run_cfg["intervention"] = {**run_cfg.get("intervention", {}), "name": intervention}
     batches = SeededBatches(make_row, batch_size, context, seed=run_cfg.get("seed", 0))
     trainer = Trainer(model, batches, run_cfg, run_dir, build_intervention(run_cfg["intervention"],

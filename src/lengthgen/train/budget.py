@@ -65,6 +65,12 @@ def batch_layout(train: Mapping, world_size: int = 1) -> BatchLayout:
         raise ConfigError(f"train.batch_tokens={tokens} must be a multiple of train.context={T} "
                           f"(e.g. {max(1, tokens // T) * T})")
     rows = tokens // T
+    if micro is None:  # the whole of a rank's rows in one forward/backward
+        if rows % world_size:
+            raise ConfigError(f"train.batch_tokens={tokens} gives {rows} sequences of {T} tokens per step, "
+                              f"which {world_size} processes cannot share evenly; set train.batch_tokens "
+                              f"to a multiple of {world_size * T}")
+        micro = rows // world_size
     if rows % (micro * world_size):
         raise ConfigError(
             f"train.batch_tokens={tokens} gives {rows} sequences of {T} tokens per step, which must be a "
