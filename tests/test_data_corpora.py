@@ -89,7 +89,25 @@ def test_stdlib_corpus_reads_real_sources():
     assert not any("site-packages" in f for f, _ in c.files)
     assert c.files == sorted(c.files)
     first = next(iter(c))
-    assert isinstance(first, str) and first == (c.root / c.files[0][0]).read_text(errors="replace")
+    label, rel = c.files[0][0].split("/", 1)
+    assert label == "stdlib" and first == (c.roots["stdlib"] / rel).read_text(errors="replace")
+
+
+def test_stdlib_corpus_with_site_packages(tmp_path, monkeypatch):
+    import sysconfig
+
+    std, site = tmp_path / "std", tmp_path / "site"
+    for folder, names in ((std, ["os.py", "json/__init__.py"]), (site, ["pkg/mod.py", "pkg/__pycache__/x.py"])):
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(f"# {name}\n")
+    paths = {"stdlib": str(std), "purelib": str(site), "platlib": str(site)}
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: paths)
+    plain = build_corpus({"kind": "stdlib"})
+    both = build_corpus({"kind": "stdlib", "site_packages": True, "max_tokens": 100})
+    assert list(plain) == ["# json/__init__.py\n", "# os.py\n"]
+    assert list(both) == list(plain) + ["# pkg/mod.py\n"]  # platlib == purelib is read once
+    assert plain.id.startswith("stdlib-py") and both.id.startswith("stdlib-site-py") and both.id.endswith("-t100")
 
 
 def test_local_corpus_text_suffixes(tmp_path):

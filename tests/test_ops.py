@@ -387,3 +387,23 @@ def test_mamba_import_registers_stand_ins_only_for_missing_extensions(fake_mamba
 def test_public_names():
     assert set(ops.__all__) >= {"ssd_scan", "selective_scan", "gla_scan", "rwkv6_scan", "causal_conv1d",
                                 "initial_state_contribution"}  # fmt: skip
+
+
+def test_kernel_padding_leaves_outputs_and_state_unchanged():
+    """Padding in time (g = 0, k = v = 0), as the fla path does, changes no output and not the final state."""
+    from lengthgen.ops.gla import KERNEL_TIME_MULTIPLE, decayed_attention_reference, pad_for_kernel
+
+    g = torch.Generator().manual_seed(0)
+    b, t, h, K, V = 2, 5, 2, 4, 3
+    q, k, gk = (torch.randn(b, t, h, K, generator=g, dtype=torch.float64) for _ in range(3))
+    gk = -torch.nn.functional.softplus(gk)
+    v = torch.randn(b, t, h, V, generator=g, dtype=torch.float64)
+    s0 = torch.randn(b, h, K, V, generator=g, dtype=torch.float64)
+    u = torch.randn(h, K, generator=g, dtype=torch.float64)
+    n, (qp, kp, vp, gp) = pad_for_kernel(q[:, 1:], k[:, 1:], v[:, 1:], gk[:, 1:])  # a strided slice
+    assert n == t - 1 and qp.shape[1] == KERNEL_TIME_MULTIPLE and qp.is_contiguous()
+    for bonus in (None, u):
+        o_ref, s_ref = decayed_attention_reference(q[:, 1:], k[:, 1:], v[:, 1:], gk[:, 1:], 0.5, s0, bonus=bonus)
+        o_pad, s_pad = decayed_attention_reference(qp, kp, vp, gp, 0.5, s0, bonus=bonus)
+        torch.testing.assert_close(o_pad[:, :n], o_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(s_pad, s_ref, rtol=1e-12, atol=1e-12)

@@ -3,7 +3,9 @@
 - ``stdlib``: the running interpreter's standard-library sources (``*.py`` under sysconfig's
   stdlib path, test suites included, site-packages excluded), one document per file, in sorted
   order. Present on any machine with Python. The id hashes the exact file list (relative paths and
-  sizes), so different Pythons give different ids.
+  sizes), so different Pythons give different ids. ``site_packages: true`` appends the ``*.py``
+  files of the interpreter's site-packages (sysconfig's purelib and platlib), also sorted: a
+  larger offline corpus on machines with many packages installed (cap it with ``max_tokens``).
 - ``local``: a folder of ``.txt`` (one document per file), ``.jsonl`` / ``.jsonl.gz`` /
   ``.jsonl.zst`` (one per line) and ``.parquet`` (one per row) files, searched recursively and
   read in sorted order; the id hashes relative paths and sizes.
@@ -62,22 +64,31 @@ class StdlibCorpus:
 
     kind = "stdlib"
 
-    def __init__(self):
-        self.root = Path(sysconfig.get_paths()["stdlib"])
-        self.files = stdlib_files(self.root)
+    def __init__(self, site_packages: bool = False):
+        paths = sysconfig.get_paths()
+        self.roots = {"stdlib": Path(paths["stdlib"])}
+        if site_packages:
+            for i, key in enumerate(dict.fromkeys(str(Path(paths[k])) for k in ("purelib", "platlib"))):
+                self.roots[f"site{i}"] = Path(key)
+        self.files = [(f"{label}/{rel}", size) for label, root in self.roots.items()
+                      for rel, size in stdlib_files(root)]
         if not self.files:
-            raise CorpusError(f"no *.py files under the standard library ({self.root}); "
+            raise CorpusError(f"no *.py files under the standard library ({self.roots['stdlib']}); "
                               "use data.corpus.kind=local with a folder of text")
         version = f"py{sys.version_info.major}.{sys.version_info.minor}"
-        self.id = f"stdlib-{version}-{_list_hash(self.files)}"
+        name = "stdlib-site" if site_packages else "stdlib"
+        # plain stdlib ids hash paths relative to the stdlib, as before site_packages existed
+        listed = self.files if site_packages else [(rel.split("/", 1)[1], size) for rel, size in self.files]
+        self.id = f"{name}-{version}-{_list_hash(listed)}"
 
     def __iter__(self) -> Iterator[str]:
         for rel, _ in self.files:
-            yield _decode((self.root / rel).read_bytes())
+            label, path = rel.split("/", 1)
+            yield _decode((self.roots[label] / path).read_bytes())
 
     def describe(self) -> dict:
         return {"id": self.id, "kind": self.kind, "python": sys.version.split()[0],
-                "files": len(self.files), "bytes": sum(s for _, s in self.files)}
+                "roots": sorted(self.roots), "files": len(self.files), "bytes": sum(s for _, s in self.files)}
 
 
 def _jsonl_lines(path: Path) -> Iterator[bytes]:
@@ -221,7 +232,7 @@ def build_corpus(corpus_cfg: dict):
     """The corpus of a ``data.corpus`` config section; its ``id`` includes the document limits."""
     kind = corpus_cfg.get("kind", "stdlib")
     if kind == "stdlib":
-        corpus = StdlibCorpus()
+        corpus = StdlibCorpus(site_packages=bool(corpus_cfg.get("site_packages", False)))
     elif kind == "local":
         corpus = LocalCorpus(corpus_cfg.get("path"), corpus_cfg.get("text_field", "text"),
                              corpus_cfg.get("text_suffixes", ()))

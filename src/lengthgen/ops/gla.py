@@ -46,6 +46,25 @@ def check_linear_attention_shapes(op: str, q: Tensor, k: Tensor, v: Tensor, g: T
         raise ValueError(f"{op}: the sequence is empty (length 0)")
 
 
+KERNEL_TIME_MULTIPLE = 64  # fla's chunk size; kernel inputs are padded to a multiple of it
+
+
+def pad_for_kernel(q: Tensor, k: Tensor, v: Tensor, g: Tensor) -> tuple[int, tuple[Tensor, ...]]:
+    """Contiguous copies of the kernel inputs, padded in time to a multiple of 64 steps.
+
+    Padded steps have no decay (g = 0) and no input (k = v = 0), so they leave the state as it is;
+    their outputs are cut off.  fla's chunked kernels failed with a misaligned address on short
+    ragged segments (EffRem feeds segments of a few tokens); full chunks avoid that path.
+    Returns the original length and the padded tensors.
+    """
+    t = q.shape[1]
+    pad = (-t) % KERNEL_TIME_MULTIPLE
+    xs = (q, k, v, g)
+    if pad:
+        xs = tuple(F.pad(x, (0, 0, 0, 0, 0, pad)) for x in xs)
+    return t, tuple(x.contiguous() for x in xs)
+
+
 def decayed_attention_reference(
     q: Tensor,
     k: Tensor,
@@ -110,10 +129,11 @@ def gla_scan(
     if use_kernel(backend, "fla", q, k, v, gk, initial_state):
         from fla.ops.gla import chunk_gla
 
+        t, (q, k, v, gk) = pad_for_kernel(q, k, v, gk)
         o, state = chunk_gla(
             q, k, v, g=gk, scale=scale,
-            initial_state=None if initial_state is None else initial_state.float(),
+            initial_state=None if initial_state is None else initial_state.float().contiguous(),
             output_final_state=True, state_v_first=False,
         )  # fmt: skip
-        return o, state.float()
+        return o[:, :t], state.float()
     return decayed_attention_reference(q, k, v, gk, scale, initial_state)

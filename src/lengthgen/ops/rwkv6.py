@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lengthgen.ops._backend import use_kernel
-from lengthgen.ops.gla import check_linear_attention_shapes, decayed_attention_reference
+from lengthgen.ops.gla import check_linear_attention_shapes, decayed_attention_reference, pad_for_kernel
 
 
 def rwkv6_scan(
@@ -39,10 +39,11 @@ def rwkv6_scan(
     if use_kernel(backend, "fla", r, k, v, w, u, initial_state):
         from fla.ops.rwkv6 import chunk_rwkv6
 
+        t, (r, k, v, w) = pad_for_kernel(r, k, v, w)
         o, state = chunk_rwkv6(
-            r, k, v, w, u, scale=float(scale),
-            initial_state=None if initial_state is None else initial_state.float(),
+            r, k, v, w, u.contiguous(), scale=float(scale),
+            initial_state=None if initial_state is None else initial_state.float().contiguous(),
             output_final_state=True,
         )  # fmt: skip
-        return o, state.float()
+        return o[:, :t], state.float()
     return decayed_attention_reference(r, k, v, w, float(scale), initial_state, bonus=u)
