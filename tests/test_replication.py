@@ -20,13 +20,14 @@ from lengthgen.results import write_result, write_table
 
 T = 16
 BASE = "pt/m2_T16_20x_w0.1_s0"
+CONTROL = "pt/m2_T32_20x_w0.1_s0"
 PROV = provenance({"seed": 0}, device="cpu")
 
 
-def write_ppl(root, mid, in_ctx, far, length=T * 32):
-    """A flat curve at ``in_ctx`` up to 2T, then ``far`` from 2T on (the far bucket is [256, 512))."""
+def write_ppl(root, mid, in_ctx, far, length=T * 32, step=2 * T):
+    """A flat curve at ``in_ctx`` up to ``step``, then ``far`` (the far bucket is [256, 512))."""
     curve = torch.full((length,), float(in_ctx), dtype=torch.float64)
-    curve[2 * T:] = far
+    curve[step:] = far
     v = length_generalization(curve, T)
     frame = pd.DataFrame({"position": range(length), "loss": curve.float().numpy()})
     write_table(root / "ppl" / f"{mid}.parquet", "eval-ppl", frame, PROV,
@@ -77,7 +78,8 @@ def write_babilong(root, setting, mid, acc_by_length):
 def full(tmp_path):
     """A failing-but-fixed base, every intervention, and every task."""
     root = tmp_path / "results"
-    write_ppl(root, BASE, 2.0, 2.3)                      # fails: gap 0.3
+    write_ppl(root, BASE, 2.0, 2.3, step=4 * T)          # fails: gap 0.3, rising past the reference bucket [32, 64)
+    write_ppl(root, CONTROL, 2.0, 2.0)                   # its control (T = 32) stays flat
     write_ppl(root, "pt/m2_T16_20x_w0.1_s0@5x", 2.1, 2.12)  # milestone: gap 0.02, generalizes by the far criterion
     write_ppl(root, "pt/m2_T32_20x_w0.25_s0", 1.9, 1.9, length=T * 64)
     write_ppl(root, f"post/{BASE[3:]}+state_passing", 2.0, 2.005)
@@ -112,7 +114,11 @@ def test_every_claim_from_full_results(full):
     assert f["base_in_context_min"] == pytest.approx(2.0) and f["base_loss_far"] == pytest.approx(2.3)
     assert f["fixed"] == f"post/{BASE[3:]}+state_passing" and f["fixed_loss_far"] == pytest.approx(2.005)
     assert f["fixed_in_context_min"] == pytest.approx(2.0)
-    assert f["failing"] == [BASE]
+    assert f["failing"] == [BASE] and f["base_control"] == CONTROL
+    assert f["base_excess_gap"] == pytest.approx(0.3, abs=1e-6)
+    rows = {r["id"]: r for r in f["runs"]}
+    assert rows[CONTROL]["fails"] is None and rows["pt/m2_T16_20x_w0.1_s0@5x"]["fails"] is None
+    assert set(f["undetermined"]) == {CONTROL, "pt/m2_T16_20x_w0.1_s0@5x", "pt/m2_T32_20x_w0.25_s0"}
     assert f["by_tokens"]["20x"]["failing"] == 1 and f["by_tokens"]["5x"]["failing"] == 0
     assert f["by_warmup"]["0.25"]["mean_far_gap"] == pytest.approx(0.0, abs=1e-6)
     assert f["provenance"]["devices"] == ["cpu"] and f["provenance"]["commits"]
@@ -157,13 +163,29 @@ def test_every_claim_from_full_results(full):
 
 
 def test_criterion_not_met(tmp_path):
-    """No run fails far past T -> not supported (with the largest gap named); nothing to post-train."""
+    """A raw gap that its control shows too (shared token difficulty) is no failure; the post-trained
+    versions are still reported, against a base with nothing to fix."""
     root = tmp_path / "r"
-    write_ppl(root, BASE, 2.0, 2.02)
+    write_ppl(root, BASE, 2.0, 2.3)      # raw gap 0.3 ...
+    write_ppl(root, CONTROL, 2.0, 2.3)   # ... which the T = 32 control has at the same positions
+    write_ppl(root, f"post/{BASE[3:]}+state_passing", 2.0, 2.25)
     c = replicate(load_results(root))
-    assert c["failure_from_scratch"]["verdict"] == NOT_SUPPORTED
-    assert "0.0200" in c["failure_from_scratch"]["reason"] and BASE in c["failure_from_scratch"]["reason"]
-    assert c["interventions_compared"]["verdict"] == NOT_MEASURED
+    f = c["failure_from_scratch"]
+    assert f["verdict"] == NOT_SUPPORTED and f["base"] is None and f["representative"] == BASE
+    assert f["raw_failing"] == [BASE, CONTROL] and f["runs"][0]["excess_gap"] == pytest.approx(0.0, abs=1e-6)
+    assert "largest excess over its control 0.0000" in f["reason"]
+    assert f["base_loss_far"] == pytest.approx(2.3) and f["fixed_loss_far"] == pytest.approx(2.25)
+    i = c["interventions_compared"]
+    assert i["verdict"] == NOT_SUPPORTED and "nothing to fix" in i["reason"]
+    assert i["interventions"][0]["loss_far_minus_base_far"] == pytest.approx(-0.05, abs=1e-6)
+
+
+def test_no_control_is_undetermined(tmp_path):
+    root = tmp_path / "r"
+    write_ppl(root, BASE, 2.0, 2.3)
+    f = replicate(load_results(root))["failure_from_scratch"]
+    assert f["verdict"] == NOT_SUPPORTED and f["undetermined"] == [BASE] and f["raw_failing"] == [BASE]
+    assert "no run has a longer-context control" in f["reason"]
 
 
 def test_interventions_not_within_target(full):
