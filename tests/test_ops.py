@@ -407,3 +407,48 @@ def test_kernel_padding_leaves_outputs_and_state_unchanged():
         o_pad, s_pad = decayed_attention_reference(qp, kp, vp, gp, 0.5, s0, bonus=bonus)
         torch.testing.assert_close(o_pad[:, :n], o_ref, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(s_pad, s_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_rms_norm_reference_matches_a_loop_over_groups():
+    from lengthgen.ops.norm import rms_norm
+
+    g = torch.Generator().manual_seed(1)
+    x, z = (torch.randn(2, 3, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    w = torch.randn(8, generator=g, dtype=torch.float64)
+    silu = torch.nn.functional.silu
+    for gate, before in ((None, False), (z, False), (z, True)):
+        for group in (None, 4):
+            size = group or 8
+            u = x * silu(z) if gate is not None and not before else x
+            want = torch.cat([u[..., i:i + size] / (u[..., i:i + size].pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
+                              for i in range(0, 8, size)], -1) * w
+            if gate is not None and before:
+                want = want * silu(z)
+            got = rms_norm(x, w, 1e-5, z=gate, group_size=group, norm_before_gate=before)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert rms_norm(x.float(), w.float(), 1e-5).dtype == torch.float32
+    with pytest.raises(ValueError, match="not a whole number of groups of 3"):
+        rms_norm(x, w, 1e-5, group_size=3)
+    with pytest.raises(ValueError, match="gate z must have x's shape"):
+        rms_norm(x, w, 1e-5, z=z[:, :1])
+    with pytest.raises(RuntimeError, match="use backend='torch' on CPU|unavailable"):
+        rms_norm(x, w, 1e-5, backend="kernel")
+
+
+def test_rms_norm_kernel_path_flattens_and_restores_the_shape(monkeypatch):
+    """The kernel sees contiguous (rows, d) tensors and the op returns x's shape (CPU fake kernel)."""
+    from lengthgen.ops import norm as norm_mod
+
+    seen = []
+
+    def fake(x, weight, bias, z=None, eps=1e-6, group_size=None, norm_before_gate=True):
+        seen.append((tuple(x.shape), x.is_contiguous(), None if z is None else tuple(z.shape), group_size))
+        return norm_mod.rms_norm_reference(x, weight, eps, z, group_size, norm_before_gate)
+
+    monkeypatch.setattr(norm_mod, "use_kernel", lambda *a: True)
+    monkeypatch.setattr(_mamba_import, "mamba_rmsnorm_fn", lambda: fake)
+    x = torch.randn(2, 5, 3, 8, dtype=torch.float64).transpose(1, 2)  # not contiguous
+    z, w = torch.randn_like(x), torch.randn(8, dtype=torch.float64)
+    got = norm_mod.rms_norm(x, w, 1e-5, z=z, group_size=4)
+    assert seen == [((30, 8), True, (30, 8), 4)] and got.shape == x.shape
+    torch.testing.assert_close(got, norm_mod.rms_norm_reference(x, w, 1e-5, z, 4), rtol=0, atol=0)

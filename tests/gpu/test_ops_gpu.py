@@ -206,3 +206,29 @@ def test_causal_conv1d_on_cuda():
                            backend="torch")  # fmt: skip
     print(f"\ncausal_conv1d auto: out={rel(y, ry):.2e}, state={rel(s, rs):.2e}")
     assert rel(y, ry) < 1e-5 and rel(s, rs) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_rms_norm_kernel(dtype, gated):
+    """mamba-ssm's Triton RMSNorm (plain; gated with groups, Mamba-2's output norm) vs float64."""
+    from lengthgen.ops import rms_norm
+
+    need("mamba_norm")
+    gen = torch.Generator(device=DEV).manual_seed(0)
+    x, z = (leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype) for _ in range(2))
+    w = leaf(1 + 0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
+    kw = dict(z=z, group_size=128) if gated else {}
+    inputs = [x, w] + ([z] if gated else [])
+    out = rms_norm(x, w, 1e-5, backend="kernel", **kw)
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    ref_kw = dict(z=ref_inputs[2], group_size=128) if gated else {}
+    ref = rms_norm(ref_inputs[0], ref_inputs[1], 1e-5, backend="torch", **ref_kw)
+    probe = torch.randn(ref.shape, dtype=torch.float64, device=DEV, generator=gen)
+    grads = torch.autograd.grad((out.double() * probe).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), ref_inputs)
+    errors = {"out": rel(out, ref), **{f"grad[{i}]": rel(g, r) for i, (g, r) in enumerate(zip(grads, ref_grads))}}
+    print(f"\nrms_norm {'gated' if gated else 'plain'} {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+    assert out.dtype == dtype
+    bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
+    assert not bad, f"rms_norm {dtype}: errors above {TOLERANCE[dtype]}: {bad}"

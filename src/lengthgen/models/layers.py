@@ -1,7 +1,7 @@
 """Small building blocks shared by the language models: norms and the upstream-style init.
 
-The norms compute in float32 (float64 stays float64) and return the input dtype, like
-mamba-ssm's reference norms, so bf16 training and float64 tests use the same code.
+The norms are ``ops.rms_norm`` (float32 compute, float64 stays float64, the input dtype out), so
+bf16 training and float64 tests use the same code.
 """
 
 from __future__ import annotations
@@ -9,28 +9,24 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype norms compute in: float32 for low-precision inputs, float64 stays float64."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from lengthgen.ops.norm import compute_dtype, rms_norm
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm (Zhang & Sennrich, 2019): ``x / rms(x) * weight``, no bias (paper Table 2 recipe)."""
+    """RMSNorm (Zhang & Sennrich, 2019): ``x / rms(x) * weight``, no bias (paper Table 2 recipe).
+
+    ``ops.rms_norm``: mamba-ssm's Triton kernel on CUDA, the torch reference elsewhere."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.backend = "auto"
 
     def forward(self, x: Tensor) -> Tensor:
-        ct = compute_dtype(x.dtype)
-        xf = x.to(ct)
-        out = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps) * self.weight.to(ct)
-        return out.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps, backend=self.backend)
 
 
 class GatedRMSNorm(nn.Module):
@@ -48,17 +44,11 @@ class GatedRMSNorm(nn.Module):
         self.group_size = group_size
         self.norm_before_gate = norm_before_gate
         self.weight = nn.Parameter(torch.ones(dim))
+        self.backend = "auto"
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        ct = compute_dtype(x.dtype)
-        xf, zf = x.to(ct), z.to(ct)
-        if not self.norm_before_gate:
-            xf = xf * F.silu(zf)
-        g = xf.unflatten(-1, (-1, self.group_size))
-        out = (g * torch.rsqrt(g.square().mean(-1, keepdim=True) + self.eps)).flatten(-2) * self.weight.to(ct)
-        if self.norm_before_gate:
-            out = out * F.silu(zf)
-        return out.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps, z=z, group_size=self.group_size,
+                        norm_before_gate=self.norm_before_gate, backend=self.backend)
 
 
 def inverse_softplus(x: Tensor) -> Tensor:

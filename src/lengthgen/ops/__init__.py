@@ -8,6 +8,7 @@ from lengthgen.ops._backend import BACKENDS
 from lengthgen.ops.conv import causal_conv1d
 from lengthgen.ops.gla import gla_scan
 from lengthgen.ops.initial_state import initial_state_contribution
+from lengthgen.ops.norm import rms_norm
 from lengthgen.ops.rwkv6 import rwkv6_scan
 from lengthgen.ops.selective_scan import selective_scan
 from lengthgen.ops.ssd import ssd_scan
@@ -17,6 +18,7 @@ __all__ = [
     "causal_conv1d",
     "gla_scan",
     "initial_state_contribution",
+    "rms_norm",
     "rwkv6_scan",
     "selective_scan",
     "ssd_scan",

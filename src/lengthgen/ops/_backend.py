@@ -33,6 +33,12 @@ def _import_mamba_ssd() -> None:
     mamba_chunk_scan_combined()
 
 
+def _import_mamba_norm() -> None:
+    from lengthgen.ops._mamba_import import mamba_rmsnorm_fn
+
+    mamba_rmsnorm_fn()
+
+
 def _import_fla() -> None:
     importlib.import_module("fla.ops.gla")
     importlib.import_module("fla.ops.rwkv6")
@@ -52,6 +58,7 @@ def _import_causal_conv1d() -> None:
 # kernel family -> (what provides it, how to try importing it)
 KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "mamba_ssd": ("mamba-ssm (its Triton SSD kernels)", _import_mamba_ssd),
+    "mamba_norm": ("mamba-ssm (its Triton RMSNorm)", _import_mamba_norm),
     "fla": ("flash-linear-attention (fla-core)", _import_fla),
     "triton_selective_scan": ("triton (lengthgen's Mamba-1 selective-scan kernel)", _import_triton_selective_scan),
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),

@@ -65,21 +65,32 @@ def _stand_in(name: str) -> types.ModuleType:
     return module
 
 
-@functools.lru_cache(maxsize=None)
-def mamba_chunk_scan_combined() -> Callable:
-    """mamba-ssm's ``mamba_chunk_scan_combined`` (Triton SSD), importable without compiled extensions."""
+def _from_mamba(module: str, attr: str) -> Callable:
+    """``getattr(import_module(module), attr)`` for a mamba-ssm module, with stand-ins for the
+    compiled extensions its package ``__init__`` imports (see the module docstring)."""
     for name in COMPILED_MODULES:  # record the truth before any stand-in can mask it
         compiled_available(name)
     for _ in range(len(COMPILED_MODULES) + 1):
         try:
-            from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as fn
+            return getattr(importlib.import_module(module), attr)
         except ImportError as e:  # missing, or present but unloadable (e.g. built for another torch)
             if e.name in COMPILED_MODULES and e.name not in sys.modules:
                 sys.modules[e.name] = _stand_in(e.name)
                 continue
             raise
-        return fn
-    raise ImportError("could not import mamba_ssm.ops.triton.ssd_combined")  # pragma: no cover
+    raise ImportError(f"could not import {module}")  # pragma: no cover
+
+
+@functools.lru_cache(maxsize=None)
+def mamba_chunk_scan_combined() -> Callable:
+    """mamba-ssm's ``mamba_chunk_scan_combined`` (Triton SSD), importable without compiled extensions."""
+    return _from_mamba("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+
+
+@functools.lru_cache(maxsize=None)
+def mamba_rmsnorm_fn() -> Callable:
+    """mamba-ssm's Triton ``rmsnorm_fn`` (plain or gated, grouped RMSNorm), without compiled extensions."""
+    return _from_mamba("mamba_ssm.ops.triton.layernorm_gated", "rmsnorm_fn")
 
 
 @functools.lru_cache(maxsize=None)

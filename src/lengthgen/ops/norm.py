@@ -1,0 +1,61 @@
+"""RMSNorm, plain or gated and grouped, as one op with a torch reference and a Triton kernel.
+
+    plain:                       y = x / rms(x) * weight
+    gated, norm_before_gate=F:   y = rmsnorm(x * silu(z)) * weight      (Mamba-2's output norm)
+    gated, norm_before_gate=T:   y = rmsnorm(x) * weight * silu(z)
+
+with rms over groups of ``group_size`` channels (None: the whole last dimension) and
+rms(x) = sqrt(mean(x^2) + eps).  The reference computes in float32 (float64 stays float64) and
+returns x's dtype, like mamba-ssm's reference norms.  GPU: mamba-ssm's Triton ``rmsnorm_fn``
+(``mamba_ssm.ops.triton.layernorm_gated``), which fuses the gate and saves no float32 copies for
+the backward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lengthgen.ops._backend import use_kernel
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype norms compute in: float32 for low-precision inputs, float64 stays float64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def rms_norm_reference(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None,
+                       group_size: int | None = None, norm_before_gate: bool = False) -> Tensor:
+    ct = compute_dtype(x.dtype)
+    xf = x.to(ct)
+    zf = None if z is None else z.to(ct)
+    if zf is not None and not norm_before_gate:
+        xf = xf * F.silu(zf)
+    g = xf.unflatten(-1, (-1, group_size or x.shape[-1]))
+    out = (g * torch.rsqrt(g.square().mean(-1, keepdim=True) + eps)).flatten(-2) * weight.to(ct)
+    if zf is not None and norm_before_gate:
+        out = out * F.silu(zf)
+    return out.to(x.dtype)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None, group_size: int | None = None,
+             norm_before_gate: bool = False, backend: str = "auto") -> Tensor:
+    """RMSNorm of ``x`` (..., d) with ``weight`` (d,); optional gate ``z`` (x's shape) and groups."""
+    d = x.shape[-1]
+    if weight.shape != (d,):
+        raise ValueError(f"rms_norm: weight must have shape ({d},), got {tuple(weight.shape)}")
+    if z is not None and z.shape != x.shape:
+        raise ValueError(f"rms_norm: the gate z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
+    if group_size is not None and (group_size < 1 or d % group_size):
+        raise ValueError(f"rms_norm: {d} channels are not a whole number of groups of {group_size}")
+    if use_kernel(backend, "mamba_norm", x, weight, z):
+        from lengthgen.ops._mamba_import import mamba_rmsnorm_fn
+
+        shape = x.shape
+        x2 = x.reshape(-1, d).contiguous()
+        z2 = None if z is None else z.reshape(-1, d).contiguous()
+        out = mamba_rmsnorm_fn()(x2, weight, None, z=z2, eps=eps, group_size=group_size,
+                                 norm_before_gate=norm_before_gate)
+        return out.reshape(shape)
+    return rms_norm_reference(x, weight, eps, z, group_size, norm_before_gate)
