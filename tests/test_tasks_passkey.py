@@ -90,3 +90,15 @@ def test_stage_length_too_short_for_the_prompt_is_a_config_error(tmp_path, capsy
     err = capsys.readouterr().err
     assert "tasks.passkey.lengths" in err and f"at least {minimum}" in err and "96" in err
     assert not (tmp_path / "pk.json").exists()
+
+
+def test_finetune_context_too_short_is_a_config_error(tmp_path, capsys):
+    cfg = {"tasks": {"passkey": {"lengths": [400], "depths": [0.5], "samples": 1,
+                                 "finetune": {"protocol": "standard", "context": 96}}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    # checked before the model is read (the folder does not exist) and before any training
+    assert main(["task-passkey", "--config", str(tmp_path / "c.yaml"), "--model", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "pk.json")]) == 2
+    err = capsys.readouterr().err
+    assert "tasks.passkey.finetune.context=96" in err and "raise tasks.passkey.finetune.context" in err
+    assert not (tmp_path / "pk.json").exists() and not (tmp_path / "pk.json.finetune").exists()

@@ -45,6 +45,17 @@ def run(args) -> int:
         ) from None
     device = runtime.resolve_device(ev["device"])
     ft = pk["finetune"]
+    if ft["protocol"] != "none":
+        import random
+
+        try:  # one finetuning row now, so a context too short for the prompt fails before training
+            passkey.finetune_example(tokenizer, ft["context"], random.Random(0))
+        except passkey.PromptTooShort as e:
+            raise ConfigError(
+                f"tasks.passkey.finetune.context={ft['context']} cannot hold a passkey prompt and its answer "
+                f"with the {cfg['data']['tokenizer']['kind']} tokenizer (the prompt alone needs {e.minimum} "
+                f"tokens); raise tasks.passkey.finetune.context"
+            ) from None
     model = task_model(args, cfg, device, ft, PROTOCOL_INTERVENTION.get(ft["protocol"]),
                        lambda: functools.partial(passkey.finetune_example, tokenizer, ft["context"]))
     with runtime.autocast(device, ev["precision"]):
