@@ -128,6 +128,7 @@ def test_parse_args():
     assert args.only == ["train", "eval"] and args.tiny and args.device == "cpu" and not args.quick
     with pytest.raises(SystemExit):
         run.parse_args(["--out", "d", "--device", "cpu"])  # real presets on the CPU are not results
+    assert run.parse_args(["--out", "d", "--device", "cpu", "--only", "cpu"]).only == ["cpu"]  # figures wall time
     with pytest.raises(SystemExit):
         run.parse_args(["--out", "d", "--only", "nonsense"])
     assert "cpu" not in run.DEFAULT and run.DEFAULT[0] == "hardware"
