@@ -243,3 +243,12 @@ def test_bad_result_file_is_an_error(tmp_path):
     bad.write_text("{}")
     with pytest.raises(ResultError, match="not a lengthgen result"):
         load_results(tmp_path / "r")
+
+
+def test_control_evaluated_shorter_is_no_control(tmp_path):
+    root = tmp_path / "r"
+    write_ppl(root, BASE, 2.0, 2.3, step=4 * T)
+    write_ppl(root, CONTROL, 2.0, 2.0, length=T * 16)  # ends at 256: cannot be read at the far bucket [256, 512)
+    f = replicate(load_results(root))["failure_from_scratch"]
+    row = {r["id"]: r for r in f["runs"]}[BASE]
+    assert row["control"] is None and row["fails"] is None and BASE in f["undetermined"]

@@ -237,6 +237,8 @@ def claim_failure_from_scratch(res: Results, margin: float = 0.05) -> dict:
         row = {**_ppl_row(r), **meta, "tokens": meta["milestone"] or meta["tokens"]}
         reaches = r.data["verdict"]["far_bucket"][0] >= ref[1]
         control = _control_of(meta, runs) if reaches else None
+        if control and runs[control].frame["position"].max() < r.data["verdict"]["far_bucket"][1] - 1:
+            control = None  # the control's evaluation is shorter: it cannot be read at this far bucket
         row["control"], row["reference_bucket"] = control, list(ref)
         row["drift"] = _drift(r.frame, r.data["verdict"], ref) if reaches else None
         row["control_drift"] = _drift(runs[control].frame, r.data["verdict"], ref) if control else None
