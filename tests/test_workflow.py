@@ -73,6 +73,14 @@ def test_figures_never_computes_and_ignores_mtimes(tmp_path):
         assert set(rules) <= {"render_figure", "render_table", "figures"}, rules
 
 
+def test_results_target_computes_without_rendering():
+    """`results` plans the study's missing runs and results (here: the runs are not in the checkout)
+    and replication.json, but no notebook."""
+    rules = planned_rules(snakemake("-n", "results").stdout)
+    assert rules.get("pretrain", 0) > 0 and rules.get("eval_ppl", 0) > 0 and rules.get("replication") == 1
+    assert not {"render_figure", "render_table"} & set(rules)
+
+
 def test_all_plans_compute_for_missing_results():
     rules = planned_rules(snakemake("-n", "all").stdout)
     if not list((ROOT / "results").rglob("*.parquet")):
