@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.lengthgen-installed
 CORES  ?= all
 SNAKE_ARGS ?=
 
-.PHONY: figures test test-gpu test-slurm all dryrun-paper wheelhouse bench clean-venv
+.PHONY: figures test test-gpu test-slurm all dryrun-paper wheelhouse wheelhouse-workflow bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,25 @@ wheelhouse: $(STAMP)
 	MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE $(PY) -m pip wheel -q --no-deps --no-build-isolation \
 		-w $(WHEELHOUSE) "mamba-ssm==$(MAMBA_VERSION)"
 	$(PY) -m pip wheel -q --no-deps -w $(WHEELHOUSE) .
+	ls -1 $(WHEELHOUSE)
+
+# Snakemake and its dependencies for running the DAG on an air-gapped GPU node (`snakemake results`):
+# pure wheels as they are, source-only packages built into wheels, compiled ones fetched again for
+# GPU_PYTHON. Packages the node already has are harmless duplicates (install with --no-deps).
+SNAKEMAKE_PINS ?= "snakemake>=8.10" "snakemake-executor-plugin-slurm>=2.8"
+wheelhouse-workflow: $(STAMP)
+	rm -rf $(WHEELHOUSE)/.resolve && mkdir -p $(WHEELHOUSE)/.resolve
+	$(PY) -m pip download -q -d $(WHEELHOUSE)/.resolve $(SNAKEMAKE_PINS)
+	cd $(WHEELHOUSE)/.resolve && for f in *; do \
+		case "$$f" in \
+		*-none-any.whl|*-abi3-*.whl) cp "$$f" .. ;; \
+		*.whl) n=$$(echo "$$f" | cut -d- -f1); v=$$(echo "$$f" | cut -d- -f2); \
+			$(abspath $(PY)) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+				--implementation cp $(PLATFORMS) --platform manylinux_2_24_x86_64 --platform manylinux1_x86_64 \
+				--platform manylinux_2_5_x86_64 -d .. "$$n==$$v" || exit 1 ;; \
+		*) $(abspath $(PY)) -m pip wheel -q --no-deps -w .. "$$f" || exit 1 ;; \
+		esac; done
+	rm -rf $(WHEELHOUSE)/.resolve
 	ls -1 $(WHEELHOUSE)
 
 clean-venv:
