@@ -1,4 +1,4 @@
-"""Assemble the benchmark summary and figure: ``python bench/report.py DIR``.
+"""Assemble the benchmark summary and figure: ``python bench/report.py DIR [--repeat DIR2 ...]``.
 
 Reads the section files ``DIR/*.json`` written by ``bench/run.py`` and writes
 
@@ -14,12 +14,18 @@ Ratios (None when not measured; goals in ``GOALS``):
 ``intervention_overhead_max``    max over state_passing, fitted_noise, tbtt of step time / zero's - 1
 ``eval_128k_peak_mem_vs_8k``     peak memory of the streamed 128k evaluation / that of 8k
 ``eval_128k_tput_vs_train_fwd``  streamed 128k tokens/s / forward tokens/s at the training shape
+
+With ``--repeat DIR2`` (any number of folders, each a later ``bench/run.py`` run of some sections,
+e.g. ``--only train interventions``), every ratio is the median over the runs that measured it;
+``raw.ratio_runs`` keeps each run's value and ``raw.repeats`` the repeated sections.  Step times on
+a shared GPU vary by tens of percent between runs, so one run's ratio is not a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -106,6 +112,17 @@ def ratios(sections: Mapping) -> dict[str, float | None]:
     }
 
 
+def ratio_runs(runs: list[Mapping]) -> dict[str, dict]:
+    """Each ratio over the runs that measured it: the values (in run order), their median, min and max."""
+    out = {}
+    for name in GOALS:
+        values = [v for v in (ratios(run)[name] for run in runs) if v is not None]
+        if values:
+            out[name] = {"values": values, "n": len(values), "median": statistics.median(values),
+                         "min": min(values), "max": max(values)}
+    return out
+
+
 def meets_goal(name: str, value: float | None) -> bool | None:
     if value is None:
         return None
@@ -151,17 +168,31 @@ def measurement_provenance(sections: Mapping) -> dict:
     return dict((gpu or measured)[0]["provenance"])
 
 
-def summary(sections: Mapping, smoke_ok: bool = False) -> dict:
-    """``{"provenance", "ratios", "raw"}``; CPU smoke measurements are refused unless ``smoke_ok``."""
-    smoke = sorted(name for name, s in sections.items() if name != "cpu" and is_smoke(s))
+def _without_provenance(sections: Mapping) -> dict:
+    return {name: {k: v for k, v in s.items() if k != "provenance"} for name, s in sections.items()}
+
+
+def summary(sections: Mapping, smoke_ok: bool = False, repeats: list[Mapping] = ()) -> dict:
+    """``{"provenance", "ratios", "raw"}``; CPU smoke measurements are refused unless ``smoke_ok``.
+
+    ``repeats``: further runs (section name -> section) of some sections; each ratio is then the
+    median over every run that measured it, and ``raw.ratio_runs`` lists the values."""
+    runs = [sections, *repeats]
+    smoke = sorted({name for run in runs for name, s in run.items() if name != "cpu" and is_smoke(s)})
     if smoke and not smoke_ok:
         raise ReportError(f"sections {smoke} are a CPU/--tiny smoke run, not benchmark results; "
                           "run bench/run.py on the GPU, or pass --smoke to write them marked as smoke")
-    raw = {name: {k: v for k, v in s.items() if k != "provenance"} for name, s in sections.items()}
+    raw = _without_provenance(sections)
     raw["roofline"] = rooflines()
     raw["goals"] = {k: {"op": op, "bound": b} for k, (op, b) in GOALS.items()}
     raw["smoke_sections"] = smoke
-    return {"provenance": measurement_provenance(sections), "ratios": ratios(sections), "raw": raw}
+    values = ratios(sections)
+    if repeats:
+        raw["repeats"] = [{"commit": dig(measurement_provenance(run), "git", "commit"), **_without_provenance(run)}
+                          for run in repeats]
+        raw["ratio_runs"] = ratio_runs(runs)
+        values = {name: dig(raw["ratio_runs"], name, "median") for name in GOALS}
+    return {"provenance": measurement_provenance(sections), "ratios": values, "raw": raw}
 
 
 def write_summary(result: Mapping, path: str | Path) -> Path:
@@ -177,8 +208,8 @@ def _fmt(x, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
     return f"{x / scale:.{digits}g}{unit}"
 
 
-def table(sections: Mapping) -> str:
-    """The headline numbers as a fixed-width text table."""
+def table(sections: Mapping, result: Mapping | None = None) -> str:
+    """The headline numbers as a fixed-width text table (ratios from ``result`` when given)."""
     lines = [f"{'measurement':44s} value"]
     for preset, r in (dig(sections, "train", "results") or {}).items():
         ours, theirs = dig(r, "ours", "train_tokens_per_s"), dig(r, "theirs", "train_tokens_per_s")
@@ -199,11 +230,15 @@ def table(sections: Mapping) -> str:
     for arch, r in (dig(sections, "compile", "results") or {}).items():
         lines.append(f"{'compile ' + arch + ' cold | warm-cache first call s':44s} "
                      f"{_fmt(dig(r, 'cold', 'first_call_s'))} | {_fmt(dig(r, 'warm_cache', 'first_call_s'))}")
-    for name, value in ratios(sections).items():
+    values = result["ratios"] if result else ratios(sections)
+    runs = dig(result, "raw", "ratio_runs") or {}
+    for name, value in values.items():
         ok = meets_goal(name, value)
         op, bound = GOALS[name]
+        spread = f" median of {runs[name]['n']} runs, {_fmt(runs[name]['min'])}-{_fmt(runs[name]['max'])}" \
+            if name in runs and runs[name]["n"] > 1 else ""
         lines.append(f"{'ratio ' + name:44s} {_fmt(value)}  (goal {op} {bound}: "
-                     f"{'-' if ok is None else 'met' if ok else 'NOT met'})")
+                     f"{'-' if ok is None else 'met' if ok else 'NOT met'}){spread}")
     for name, s in sections.items():
         if "error" in s:
             lines.append(f"{'section ' + name + ' failed':44s} {s['error']['error'][:100]}")
@@ -250,9 +285,9 @@ def figure(result: Mapping, outputs: list[str]) -> None:
     plotting.style()
     raw = result["raw"]
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.2))
-    _train_panel(axes[0, 0], dig(raw, "train", "results") or {})
+    _train_panel(axes[0, 0], dig(raw, "train", "results") or {}, repeated=bool(raw.get("repeats")))
     _eval_panels(axes[0, 1], axes[1, 0], dig(raw, "eval", "results") or {})
-    _ratio_panel(axes[1, 1], result["ratios"])
+    _ratio_panel(axes[1, 1], result["ratios"], raw.get("ratio_runs") or {})
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.text(0.01, 0.005, scale_text(raw) + hardware_text(result["provenance"], bool(raw.get("smoke_sections"))),
              fontsize=5.5,
@@ -260,7 +295,7 @@ def figure(result: Mapping, outputs: list[str]) -> None:
     plotting.save(fig, outputs)
 
 
-def _train_panel(ax, train: Mapping) -> None:
+def _train_panel(ax, train: Mapping, repeated: bool = False) -> None:
     names = list(train)
     if not names:
         ax.text(0.5, 0.5, "train: not measured", ha="center", va="center", transform=ax.transAxes)
@@ -275,7 +310,7 @@ def _train_panel(ax, train: Mapping) -> None:
             ax.text(x + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6, color="tab:red")
     ax.set_xticks(list(xs), names, rotation=15)
     ax.set_ylabel("training tokens/s (thousands)")
-    ax.set_title("training step (fwd+bwd+AdamW, bf16 autocast)")
+    ax.set_title("training step (fwd+bwd+AdamW, bf16 autocast)" + (", first run" if repeated else ""))
     ax.legend()
 
 
@@ -313,7 +348,7 @@ def _eval_panels(ax_tput, ax_mem, results: Mapping) -> None:
                     transform=ax_mem.transAxes, fontsize=7)
 
 
-def _ratio_panel(ax, values: Mapping) -> None:
+def _ratio_panel(ax, values: Mapping, runs: Mapping) -> None:
     names = list(GOALS)
     ys = range(len(names))
     for y, name in zip(ys, names):
@@ -322,8 +357,12 @@ def _ratio_panel(ax, values: Mapping) -> None:
         ok = meets_goal(name, v)
         color = "0.7" if ok is None else "tab:green" if ok else "tab:red"
         ax.barh(y, min((v or 0) / bound, RATIO_CLIP), color=color)
-        ax.text(0.02, y, f"{'-' if v is None else f'{v:.3g}'}  (goal {op} {bound})", va="center", fontsize=6,
-                transform=ax.get_yaxis_transform())
+        label = f"{'-' if v is None else f'{v:.3g}'}  (goal {op} {bound})"
+        r = runs.get(name)
+        if r and r["n"] > 1:  # the spread over repeated runs
+            ax.plot([min(r["min"] / bound, RATIO_CLIP), min(r["max"] / bound, RATIO_CLIP)], [y, y], color="k", lw=1)
+            label += f", median of {r['n']} runs"
+        ax.text(0.02, y, label, va="center", fontsize=6, transform=ax.get_yaxis_transform())
     ax.axvline(1.0, color="0.3", lw=0.8)
     ax.set_xlim(0, RATIO_CLIP)
     ax.set_yticks(list(ys), names)
@@ -338,15 +377,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summary", default=SUMMARY, help=f"summary result file (default {SUMMARY})")
     p.add_argument("--figure", default=FIGURE, help=f"figure path without extension (default {FIGURE})")
     p.add_argument("--smoke", action="store_true", help="accept CPU/--tiny sections (marked as smoke)")
+    p.add_argument("--repeat", action="append", default=[], metavar="DIR",
+                   help="a folder of repeated sections (repeatable); each ratio becomes the median over the runs")
     args = p.parse_args(argv)
     try:
         sections = load_sections(args.folder)
-        result = summary(sections, smoke_ok=args.smoke)
+        repeats = [load_sections(d) for d in args.repeat]
+        result = summary(sections, smoke_ok=args.smoke, repeats=repeats)
     except ReportError as e:
         p.error(str(e))
     write_summary(result, args.summary)
     figure(result, [args.figure + ".pdf", args.figure + ".png"])
-    print(table(sections))
+    print(table(sections, result))
     print(f"-> {args.summary}, {args.figure}.pdf, {args.figure}.png")
     return 0
 

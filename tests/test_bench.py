@@ -240,3 +240,26 @@ def test_train_case_measures_ours_and_a_reference_with_the_same_batch(monkeypatc
         assert "error" not in out[side], out[side]
         assert out[side]["train_tokens_per_s"] > 0 and out[side]["forward_tokens_per_s"] > 0
     assert out["ratio_ours_vs_theirs"] == pytest.approx(out["ours"]["train_tokens_per_s"] / out["theirs"]["train_tokens_per_s"])
+
+
+def test_repeated_runs_give_the_median_ratio_and_keep_every_value(tmp_path):
+    first = synthetic_sections()
+    second, third = synthetic_sections(), synthetic_sections()
+    second["train"]["results"]["mamba2-130m"]["ratio_ours_vs_theirs"] = 1.1   # min over presets: 1.1
+    third["train"]["results"]["mamba2-130m"]["ratio_ours_vs_theirs"] = 0.5    # min over presets: 0.5
+    del second["eval"], third["eval"]  # a repeat of some sections only
+    third["interventions"]["results"]["mamba2"]["overhead"]["tbtt"] = 0.2
+    result = report.summary(first, repeats=[second, third])
+    runs = result["raw"]["ratio_runs"]
+    assert runs["mamba2_train_vs_mamba_ssm"]["values"] == [0.9, 1.1, 0.5]
+    assert result["ratios"]["mamba2_train_vs_mamba_ssm"] == 0.9  # the median, not the first run
+    assert runs["intervention_overhead_max"]["values"] == [0.025, 0.025, 0.2]
+    assert result["ratios"]["intervention_overhead_max"] == 0.025
+    assert runs["eval_128k_tput_vs_train_fwd"]["n"] == 1 and result["ratios"]["eval_128k_tput_vs_train_fwd"] == 0.85
+    assert [r["commit"] for r in result["raw"]["repeats"]] == ["abc", "abc"]
+    assert "provenance" not in result["raw"]["repeats"][0]["train"]
+    assert "median of 3 runs, 0.5-1.1" in report.table(first, result)
+    with pytest.raises(report.ReportError, match="smoke run"):
+        report.summary(first, repeats=[synthetic_sections(device="cpu")])
+    report.figure(result, [str(tmp_path / "r.png")])
+    assert (tmp_path / "r.png").stat().st_size > 0
