@@ -13,6 +13,9 @@ data-parallel ranks of an optimizer step (sums reduced in float64), then the ave
 once per step. Each step's initial states are drawn independently per element from
 N(mu, sigma^2) of their layer and head; until the first update they are zero.
 Training only: evaluation always starts from zeros.
+
+The averages live in float64 on the device of the states, so a training step makes no
+device-to-host copy (and waits for no synchronisation) for them; checkpoints hold CPU copies.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class FittedNoise(Intervention):
         if not 0 <= beta <= 1:
             raise ValueError(f"intervention.beta must lie in [0, 1], got {beta}")
         self.beta = float(beta)
-        self.mean: dict[tuple[int, str], torch.Tensor] = {}   # float64 on the CPU, shape (dim 1,)
+        self.mean: dict[tuple[int, str], torch.Tensor] = {}   # float64 on the states' device, shape (dim 1,)
         self.var: dict[tuple[int, str], torch.Tensor] = {}
         self._sums: dict[tuple[int, str], list[torch.Tensor]] = {}  # this step: [count, sum, sum of squares]
 
@@ -68,20 +71,19 @@ class FittedNoise(Intervention):
         for key, (count, s, sq) in sorted(self._sums.items()):
             if all_reduce is not None:
                 count, s, sq = all_reduce(count), all_reduce(s), all_reduce(sq)
-            count, s, sq = count.cpu(), s.cpu(), sq.cpu()
             mean = s / count
             var = (sq / count - mean.square()).clamp(min=0)
             if key in self.mean:
-                mean = (1 - self.beta) * mean + self.beta * self.mean[key]
-                var = (1 - self.beta) * var + self.beta * self.var[key]
+                mean = (1 - self.beta) * mean + self.beta * self.mean[key].to(mean.device)
+                var = (1 - self.beta) * var + self.beta * self.var[key].to(var.device)
             self.mean[key], self.var[key] = mean, var
         self._sums = {}
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self):
         return {"name": self.name, "beta": self.beta,
-                "mean": {f"{l}.{n}": v.clone() for (l, n), v in self.mean.items()},
-                "var": {f"{l}.{n}": v.clone() for (l, n), v in self.var.items()}}
+                "mean": {f"{l}.{n}": v.detach().cpu().clone() for (l, n), v in self.mean.items()},
+                "var": {f"{l}.{n}": v.detach().cpu().clone() for (l, n), v in self.var.items()}}
 
     def load_state_dict(self, sd, rows=None):
         super().load_state_dict(sd, rows)
