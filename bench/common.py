@@ -76,7 +76,7 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -89,7 +89,7 @@ def measure(fn: Callable[[], Any], options: Options, warmup: int | None = None, 
     device = options.torch_device
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -114,12 +114,12 @@ def measure(fn: Callable[[], Any], options: Options, warmup: int | None = None, 
 def once(fn: Callable[[], Any], options: Options) -> dict:
     """Wall time and peak memory of one call (for work too long to repeat)."""
     device = options.torch_device
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return {"seconds": seconds, "peak_mem_bytes": peak}

@@ -54,13 +54,13 @@ def train_config(name: str, rows: int, context: int, options: Options) -> dict:
     })
 
 
-def step_times(options: Options, tmp: Path) -> dict:
+def make_trainers(options: Options, tmp: Path) -> tuple[dict, dict]:
+    """One ``Trainer`` per intervention sharing one model and one fixed batch; and the shape."""
     from lengthgen.interventions import build_intervention
     from lengthgen.models import build_model
     from lengthgen.train import Trainer
 
     rows, context = options.pick((8, 2048), (8, 1024), (2, 64))
-    rounds, per_round = options.pick((6, 5), (4, 3), (1, 2))
     preset = options.preset("mamba2-45m")
     model = build_model("mamba2", preset, seed=0)
     ids = synthetic_ids(rows, context + 1, model.config.vocab_size, "cpu")
@@ -69,6 +69,12 @@ def step_times(options: Options, tmp: Path) -> dict:
         cfg = train_config(name, rows, context, options)
         trainers[name] = Trainer(model, FixedBatches(ids), cfg, tmp / name,
                                  build_intervention(cfg["intervention"], seed=0), log=lambda *a, **k: None)
+    return trainers, {"model": preset, "rows": rows, "context": context}
+
+
+def step_times(options: Options, tmp: Path) -> dict:
+    trainers, shape = make_trainers(options, tmp)
+    rounds, per_round = options.pick((6, 5), (4, 3), (1, 2))
     steps = {name: 0 for name in INTERVENTIONS}
     times: dict[str, list[float]] = {name: [] for name in INTERVENTIONS}
 
@@ -89,7 +95,7 @@ def step_times(options: Options, tmp: Path) -> dict:
     for t in trainers.values():
         t.metrics.close()
     median = {name: statistics.median(v) for name, v in times.items()}
-    return {"model": preset, "rows": rows, "context": context, "steps_timed": len(times["zero"]),
+    return {**shape, "steps_timed": len(times["zero"]),
             "step_seconds": median, "step_seconds_all": times,
             "overhead": {name: median[name] / median["zero"] - 1 for name in INTERVENTIONS if name != "zero"}}
 

@@ -28,6 +28,7 @@ SECTIONS = {
     "eval": "bench.long_eval",
     "effrem": "bench.effrem_cost",
     "mamba1_scan": "bench.mamba1_section",
+    "profile": "bench.profile_calls",
     "compile": "bench.compile_time",
     "cpu": "bench.figures_time",
 }

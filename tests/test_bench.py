@@ -263,3 +263,18 @@ def test_repeated_runs_give_the_median_ratio_and_keep_every_value(tmp_path):
         report.summary(first, repeats=[synthetic_sections(device="cpu")])
     report.figure(result, [str(tmp_path / "r.png")])
     assert (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_profile_section_separates_launch_from_device_time_and_ranks_operators(tmp_path):
+    assert run.main(["--out", str(tmp_path), "--device", "cpu", "--tiny", "--only", "profile"]) == 0
+    results = report.load_sections(tmp_path)["profile"]["results"]
+    for case, length in (("forward_streamed_chunk", 128), ("forward_training_shape", 64)):
+        r = results[case]
+        assert r["length"] == length and 0 < r["launch_s"] <= r["total_s"]
+        host = [row["self_host_us"] for row in r["profile"]["top_host"]]
+        assert host == sorted(host, reverse=True) and host[0] > 0
+        assert any(row["name"] == "aten::mm" for row in r["profile"]["top_host"])  # the projections
+        assert r["profile"]["kernel_launches"] == 0  # no CUDA on this machine
+    inter = results["interventions"]
+    assert set(inter) >= {"zero", "state_passing", "fitted_noise", "tbtt", "model", "rows", "context"}
+    assert all(inter[name]["host_us"] > 0 for name in ("zero", "fitted_noise"))

@@ -49,6 +49,29 @@ def test_bad_inputs_name_the_problem(model):
         positionwise_loss(model, torch.zeros(8, dtype=torch.long), 4)
 
 
+class NaNAfter(torch.nn.Module):
+    """The model, with NaN logits from absolute position ``start`` on (counted across chunks)."""
+
+    def __init__(self, model, start):
+        super().__init__()
+        self.model, self.start, self.seen = model, start, 0
+
+    def forward(self, ids, state=None):
+        logits, state = self.model(ids, state=state)
+        first = max(0, self.start - self.seen)
+        self.seen += ids.shape[1]
+        logits = logits.clone()
+        logits[:, first:] = float("nan")
+        return logits, state
+
+
+@pytest.mark.parametrize("chunk_size", [4, 25])
+def test_nan_logits_name_the_first_bad_position(model, chunk_size):
+    ids = torch.randint(0, model.vocab_size, (2, 25))
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at position 13 \(of 24 scored\).*eval.precision=fp32"):
+        positionwise_loss(NaNAfter(model, 13), ids, chunk_size)
+
+
 def test_positionwise_mean_and_buckets():
     acc = PositionwiseMean(10)
     acc.update(torch.arange(10.0).repeat(2, 1))

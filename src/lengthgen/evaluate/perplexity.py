@@ -36,13 +36,15 @@ def positionwise_loss(model, input_ids: Tensor, chunk_size: int, state=None) -> 
         logits = logits[:, :targets.shape[1]]
         if logits.dtype not in (torch.float32, torch.float64):
             logits = logits.float()
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        if not torch.isfinite(nll).all():
-            raise FloatingPointError(f"non-finite loss in positions [{start}, {start + targets.shape[1]}): the model "
-                                     "produced NaN/inf logits (try eval.precision=fp32)")
-        pieces.append(nll)
+        pieces.append(F.cross_entropy(logits.transpose(1, 2), targets, reduction="none"))
     out = torch.cat(pieces, 1)
     assert out.shape[1] == length - 1
+    # one check at the end: a check per chunk would make the host wait for every chunk
+    bad = ~torch.isfinite(out).all(0)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        raise FloatingPointError(f"non-finite loss at position {first} (of {length - 1} scored): the model produced "
+                                 "NaN/inf logits (try eval.precision=fp32)")
     return out
 
 
