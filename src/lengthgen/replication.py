@@ -15,8 +15,8 @@ The criteria are docs/replication.md's; the thresholds are arguments, never resu
 
 from __future__ import annotations
 
-import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,16 +143,13 @@ def _not_measured(reason: str, missing: list[str], loaded: list[Loaded] = ()) ->
 def _mean(xs) -> float | None:
     """Mean, or None for no values (JSON has no NaN)."""
     xs = [float(x) for x in xs]
-    return sum(xs) / len(xs) if xs else None
+    return statistics.fmean(xs) if xs else None
 
 
 def _std(xs) -> float | None:
     """Population standard deviation (as Table 1's notebook reports it), or None for no values."""
     xs = [float(x) for x in xs]
-    if not xs:
-        return None
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+    return statistics.pstdev(xs) if xs else None
 
 
 def _slug(base_id: str) -> str:
