@@ -14,6 +14,7 @@ copies (the CUDA runtime/driver calls that block the host).
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ def launch_and_total(fn, options: Options, iters: int) -> dict:
         sync(options.torch_device)
         launch.append(t1 - t0)
         total.append(time.perf_counter() - t0)
-    return {"launch_s": sorted(launch)[iters // 2], "total_s": sorted(total)[iters // 2], "iters": iters}
+    return {"launch_s": statistics.median(launch), "total_s": statistics.median(total), "iters": iters}
 
 
 def forward_case(model, rows: int, length: int, carry_state: bool, options: Options) -> dict:
