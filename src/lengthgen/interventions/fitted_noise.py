@@ -35,7 +35,7 @@ class FittedNoise(Intervention):
         self.beta = float(beta)
         self.mean: dict[tuple[int, str], torch.Tensor] = {}   # float64 on the states' device, shape (dim 1,)
         self.var: dict[tuple[int, str], torch.Tensor] = {}
-        self._sums: dict[tuple[int, str], list[torch.Tensor]] = {}  # this step: [count, sum, sum of squares]
+        self._sums: dict[tuple[int, str], list] = {}  # this step: [count (float), sum, sum of squares]
 
     # ------------------------------------------------------------------ hooks
     def initial_state(self, model, rows, step, *, device=None, reset=None):
@@ -60,8 +60,7 @@ class FittedNoise(Intervention):
                 raise ValueError(f"fitted_noise: state component {name!r} has no head dim (shape {tuple(t.shape)})")
             x = t.detach().to(torch.float64)
             dims = [0] + list(range(2, x.dim()))
-            count = torch.tensor(float(x.numel() // x.shape[1]), dtype=torch.float64, device=x.device)
-            new = [count, x.sum(dims), x.square().sum(dims)]
+            new = [float(x.numel() // x.shape[1]), x.sum(dims), x.square().sum(dims)]  # count stays on the host
             acc = self._sums.get((layer, name))
             self._sums[(layer, name)] = new if acc is None else [a + b for a, b in zip(acc, new)]
 
@@ -70,7 +69,8 @@ class FittedNoise(Intervention):
             return
         for key, (count, s, sq) in sorted(self._sums.items()):
             if all_reduce is not None:
-                count, s, sq = all_reduce(count), all_reduce(s), all_reduce(sq)
+                count = all_reduce(torch.tensor(count, dtype=torch.float64, device=s.device))
+                s, sq = all_reduce(s), all_reduce(sq)
             mean = s / count
             var = (sq / count - mean.square()).clamp(min=0)
             if key in self.mean:
