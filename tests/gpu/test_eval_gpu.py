@@ -49,3 +49,22 @@ def test_effrem_and_state_stats_on_gpu(model):
     torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-4)
     stats = state_statistics(model, ids, 128)
     assert stats["positions"].tolist() == [127, 255, 383, 511] and torch.isfinite(stats["whole_std"]).all()
+
+
+@pytest.mark.parametrize("arch", ["mamba2", "mamba1", "gla", "rwkv6"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graphs_replay_the_eager_loss(arch, precision):
+    from lengthgen.evaluate import loss_graphs
+    from lengthgen.evaluate.runtime import autocast
+
+    torch.manual_seed(0)
+    m = build_model(arch, preset="tiny").to(DEV).eval()
+    graphs = loss_graphs(m)
+    with autocast(DEV, precision):
+        for seed in range(2):  # the second call replays the graph captured in the first
+            ids = torch.randint(0, m.vocab_size, (2, 4 * 256 + 37), device=DEV,
+                                generator=torch.Generator(DEV).manual_seed(seed))
+            eager = positionwise_loss(m, ids, 256, graphs=False)
+            got = positionwise_loss(m, ids, 256, graphs=graphs)
+            torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
+    assert graphs.graphs and graphs.replays == 2 * 4 - 1, graphs.replays

@@ -11,7 +11,7 @@ stats = state_statistics(model, input_ids, stride=64)                # paper Fig
 Every function takes any model with the forward contract ``logits, state = model(ids, state)``.
 """
 
-from .perplexity import PositionwiseMean, bucket_means, log_buckets, perplexity, positionwise_loss
+from .perplexity import PositionwiseMean, bucket_means, log_buckets, loss_graphs, perplexity, positionwise_loss, token_nll
 from .remembrance import DISTANCES, effective_remembrance, log_cut_points, suffix_probs
 from .state_stats import StatsMean, measure_state, state_statistics
 from .generate import greedy_generate
@@ -20,6 +20,6 @@ from .verdict import Verdict, length_generalization, smooth
 
 __all__ = [
     "DISTANCES", "PositionwiseMean", "StatsMean", "Verdict", "bucket_means", "effective_remembrance", "greedy_generate", "length_generalization",
-    "log_buckets", "log_cut_points", "measure_state", "perplexity", "positionwise_loss", "smooth",
+    "log_buckets", "log_cut_points", "loss_graphs", "token_nll", "measure_state", "perplexity", "positionwise_loss", "smooth",
     "state_statistics", "stream", "suffix_probs",
 ]

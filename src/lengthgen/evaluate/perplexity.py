@@ -13,11 +13,43 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .streaming import check_chunk_size, check_ids, model_device, stream
+from lengthgen.models.base import LanguageModel
+
+from .graphs import ChunkGraphs
+from .streaming import check_chunk_size, check_ids, model_device
+
+
+def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
+    """NLL of ``targets`` (batch, n) under the first n positions of ``logits`` (batch, >= n, vocab),
+    in float32 (float64 for float64 logits). The vocabulary is the last, contiguous dimension, so
+    the log-softmax reads each row once (a (batch, vocab, n) view made CUDA's kernel ~60 ms slower
+    per 8k-token chunk at a 50k vocabulary)."""
+    logits = logits[:, :targets.shape[1]]
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return nll.view(targets.shape)
+
+
+def loss_graphs(model, enabled: bool = True) -> ChunkGraphs:
+    """The streamed-loss step of ``model`` under CUDA graphs (:mod:`lengthgen.evaluate.graphs`):
+    ``(ids, targets, *state) -> (nll, *new state)``. Models without an explicit
+    :class:`RecurrentState` (the Hugging Face adapter) run eagerly. Pass one object to every
+    :func:`positionwise_loss` call of an evaluation so each chunk shape is captured once."""
+    if not isinstance(model, LanguageModel):
+        return ChunkGraphs(None, enabled=False)
+    layout = model.zero_state(1, device="meta")  # arch and component names; any batch size
+
+    def step(ids: Tensor, targets: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        logits, new = model(ids, state=layout.with_flat(state))
+        return (token_nll(logits, targets), *new.flat())
+
+    return ChunkGraphs(step, enabled=enabled)
 
 
 @torch.no_grad()
-def positionwise_loss(model, input_ids: Tensor, chunk_size: int, state=None) -> Tensor:
+def positionwise_loss(model, input_ids: Tensor, chunk_size: int, state=None,
+                      graphs: ChunkGraphs | bool = True) -> Tensor:
     """NLL (nats) of token ``i + 1`` given tokens ``0..i``, shape (batch, length - 1).
 
     The sequence is streamed through the model ``chunk_size`` tokens at a time with the state
@@ -25,18 +57,31 @@ def positionwise_loss(model, input_ids: Tensor, chunk_size: int, state=None) -> 
     peak memory is that of one chunk whatever the length.  The last logit of a chunk predicts the
     first token of the next one, which is read from ``input_ids`` directly.  The loss is computed in
     float32 (float64 for a float64 model).
+
+    ``graphs``: on CUDA, chunks of a shape seen before replay a CUDA graph of the step
+    (:func:`loss_graphs`; pass the same object to every call of an evaluation), ``True`` makes one
+    for this call, ``False`` runs every chunk eagerly. The results are the same.
     """
     check_ids(input_ids, min_length=2)
     check_chunk_size(chunk_size)
     input_ids = input_ids.to(model_device(model))
-    length = input_ids.shape[1]
+    batch, length = input_ids.shape
+    if not isinstance(graphs, ChunkGraphs):
+        graphs = loss_graphs(model, enabled=bool(graphs))
+    if graphs.enabled:  # replays skip the model's token-range check: check the whole input once
+        model.check_input_ids(input_ids)
+        state = model.zero_state(batch, input_ids.device) if state is None else state
     pieces = []
-    for start, logits, _ in stream(model, input_ids, chunk_size, state):
-        targets = input_ids[:, start + 1:start + logits.shape[1] + 1]
-        logits = logits[:, :targets.shape[1]]
-        if logits.dtype not in (torch.float32, torch.float64):
-            logits = logits.float()
-        pieces.append(F.cross_entropy(logits.transpose(1, 2), targets, reduction="none"))
+    for start in range(0, length - 1, chunk_size):  # a last chunk of one token has no target: skipped
+        ids = input_ids[:, start:start + chunk_size]
+        targets = input_ids[:, start + 1:start + chunk_size + 1]
+        if graphs.enabled:
+            nll, *flat = graphs(ids, targets, *state.flat())
+            state = state.with_flat(flat)
+            pieces.append(nll.clone())  # a replay's outputs are overwritten by the next replay
+        else:
+            logits, state = model(ids, state=state)
+            pieces.append(token_nll(logits, targets))
     out = torch.cat(pieces, 1)
     assert out.shape[1] == length - 1
     # one check at the end: a check per chunk would make the host wait for every chunk

@@ -128,6 +128,10 @@ class Backbone(nn.Module):
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
 
 
+def _capturing(t: Tensor) -> bool:
+    return isinstance(t, Tensor) and t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 class LanguageModel(nn.Module):
     """Base class of the four language models. Subclasses set ``arch``, ``config_class`` and
     implement ``make_block(layer_idx)``; they may override ``reset_parameters`` (init) and
@@ -204,13 +208,15 @@ class LanguageModel(nn.Module):
         return state.to(device=device, dtype=self.state_dtype)
 
     # ------------------------------------------------------------------ forward
-    def _check_input_ids(self, input_ids: Tensor) -> None:
+    def check_input_ids(self, input_ids: Tensor, token_range: bool = True) -> None:
+        """A (batch, length) integer tensor, and (``token_range``) every id in ``[0, vocab_size)``.
+        The range check reads the ids on the host: one device synchronisation."""
         if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
             shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
             raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {shape}")
         if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
             raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
-        if input_ids.numel():
+        if token_range and input_ids.numel():
             lo, hi = torch.stack(torch.aminmax(input_ids)).tolist()  # one pass, one device sync
             if lo < 0 or hi >= self.vocab_size:
                 raise ValueError(
@@ -220,8 +226,11 @@ class LanguageModel(nn.Module):
 
     def forward(self, input_ids: Tensor, state: RecurrentState | None = None) -> tuple[Tensor, RecurrentState]:
         """Logits ``(batch, length, vocab_size)`` and the final state, starting from ``state``
-        (zeros when None). A state of another arch, depth or batch size is a ValueError."""
-        self._check_input_ids(input_ids)
+        (zeros when None). A state of another arch, depth or batch size is a ValueError.
+
+        While a CUDA graph is being captured (``lengthgen.evaluate.graphs``) the token range is not
+        checked, since that needs a synchronisation: the caller checks the whole input first."""
+        self.check_input_ids(input_ids, token_range=not _capturing(input_ids))
         batch, length = input_ids.shape
         device = input_ids.device
         state = self.zero_state(batch, device) if state is None else self._check_state(state, batch, device)

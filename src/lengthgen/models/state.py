@@ -74,6 +74,19 @@ class RecurrentState:
                 if wanted is None or name in wanted:
                     yield i, name, t
 
+    def flat(self) -> list[Tensor]:
+        """Every tensor, layer by layer in component order (the inverse of :meth:`with_flat`)."""
+        return [t for _, _, t in self.tensors()]
+
+    def with_flat(self, tensors: Iterable[Tensor]) -> "RecurrentState":
+        """A state of this layout holding ``tensors`` (in :meth:`flat`'s order)."""
+        tensors = list(tensors)
+        expected = sum(len(layer) for layer in self.layers)
+        if len(tensors) != expected:
+            raise ValueError(f"with_flat: got {len(tensors)} tensors for a layout of {expected}")
+        it = iter(tensors)
+        return RecurrentState(self.arch, tuple({n: next(it) for n in layer} for layer in self.layers))
+
     def numel_per_sample(self, components: Iterable[str] | None = None) -> int:
         return sum(t[0].numel() for _, _, t in self.tensors(components))
 

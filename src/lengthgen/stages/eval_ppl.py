@@ -24,7 +24,7 @@ def run(args) -> int:
     import pandas as pd
 
     from lengthgen.evaluate import PositionwiseMean, bucket_means, length_generalization, log_buckets, perplexity
-    from lengthgen.evaluate import positionwise_loss, runtime
+    from lengthgen.evaluate import loss_graphs, positionwise_loss, runtime
     from lengthgen.provenance import provenance
     from lengthgen.results import write_table
 
@@ -36,11 +36,12 @@ def run(args) -> int:
     device, model = eval_model(args, cfg)
     acc = PositionwiseMean(ev["length"])
     seconds = 0.0
+    graphs = loss_graphs(model, enabled=ev["cuda_graphs"])  # one capture per chunk shape for all batches
     with runtime.autocast(device, ev["precision"]):
         for batch in runtime.validation_batches(cfg, ev["length"], ev["num_sequences"], ev["batch_size"],
                                                 model.vocab_size):
             start = runtime.synchronized_time(device)
-            acc.update(positionwise_loss(model, batch.to(device), ev["chunk_size"]))
+            acc.update(positionwise_loss(model, batch.to(device), ev["chunk_size"], graphs=graphs))
             seconds += runtime.synchronized_time(device) - start
     curve = acc.mean()
     buckets = log_buckets(curve.numel())
@@ -53,7 +54,7 @@ def run(args) -> int:
         "mean_loss": float(curve.mean()),
         "buckets": [{"lo": lo, "hi": hi, "loss": m} for (lo, hi), m in zip(buckets, bucket_means(curve, buckets))],
         "verdict": verdict.to_dict(),
-        "eval_seconds": seconds, "tokens_per_s": acc.count * (ev["length"] + 1) / max(seconds, 1e-9),
+        "eval_seconds": seconds, "cuda_graph_replays": graphs.replays, "tokens_per_s": acc.count * (ev["length"] + 1) / max(seconds, 1e-9),
     }
     frame = pd.DataFrame({"position": range(curve.numel()), "loss": curve.float().numpy()})
     write_table(args.out, KIND, frame, provenance(cfg, device=device), data=data)
