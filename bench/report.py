@@ -219,11 +219,14 @@ def table(sections: Mapping, result: Mapping | None = None) -> str:
     for name, v in (dig(sections, "interventions", "results", "mamba2", "overhead") or {}).items():
         lines.append(f"{'intervention overhead ' + name:44s} {_fmt(100 * v, '%')}")
     for key, r in (dig(sections, "eval", "results") or {}).items():
-        if key == "train_shape_forward":
-            lines.append(f"{'eval forward at training shape tok/s':44s} {_fmt(r.get('tokens_per_s'))}")
+        if key.startswith("train_shape_forward"):
+            label = "eval forward at training shape tok/s" + (" (eager)" if key.endswith("eager") else "")
+            lines.append(f"{label:44s} {_fmt(r.get('tokens_per_s'))}")
             continue
+        eager = dig(r, "streamed_eager", "tokens_per_s")
         lines.append(f"{'eval ' + key + ' streamed tok/s | peak GiB':44s} {_fmt(dig(r, 'streamed', 'tokens_per_s'))} | "
-                     f"{_fmt(dig(r, 'streamed', 'peak_mem_bytes'), '', 2**30)}  full: {_status(r.get('full'))}")
+                     f"{_fmt(dig(r, 'streamed', 'peak_mem_bytes'), '', 2**30)}  full: {_status(r.get('full'))}"
+                     + (f"  eager: {_fmt(eager)}" if eager is not None else ""))
     e = dig(sections, "effrem", "results", "mamba2-130m") or {}
     if e:
         lines.append(f"{'effrem seconds | measured/bound':44s} {_fmt(e.get('seconds'))} | {_fmt(e.get('measured_vs_bound'))}")
