@@ -110,9 +110,9 @@ def run(options: Options, section: SectionFile, args=None) -> None:
 
 
 def intervention_steps(options: Options, tmp: Path) -> dict:
-    from bench.intervention_overhead import INTERVENTIONS, make_trainers
+    from bench.intervention_overhead import INTERVENTIONS, make_trainers, shapes
 
-    trainers, shape = make_trainers(options, tmp)
+    trainers, shape = make_trainers(options, tmp, *shapes(options)["mamba2_host_bound"])
     out = dict(shape)
     for name in INTERVENTIONS:
         trainer = trainers[name]

@@ -120,9 +120,10 @@ class RecurrentState:
                 f"got dtype={keep.dtype} shape={tuple(keep.shape)}"
             )
 
-        def apply(_: str, t: Tensor) -> Tensor:
-            k = keep.to(t.device).view(-1, *([1] * (t.dim() - 1)))
-            return torch.where(k, t, torch.zeros((), dtype=t.dtype, device=t.device))
+        drop = ~keep
+
+        def apply(_: str, t: Tensor) -> Tensor:  # one kernel per tensor; NaN/inf rows become 0 too
+            return t.masked_fill(drop.to(t.device).view(-1, *([1] * (t.dim() - 1))), 0)
 
         return self.map(apply, components)
 
