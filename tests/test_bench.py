@@ -278,3 +278,11 @@ def test_profile_section_separates_launch_from_device_time_and_ranks_operators(t
     inter = results["interventions"]
     assert set(inter) >= {"zero", "state_passing", "fitted_noise", "tbtt", "model", "rows", "context"}
     assert all(inter[name]["host_us"] > 0 for name in ("zero", "fitted_noise"))
+
+
+def test_train_ratio_prefers_the_gpu_bound_shape():
+    results = {"gla-70m": {"ratio_ours_vs_theirs": 0.8}, "gla-70m:gpu_bound": {"ratio_ours_vs_theirs": 1.02},
+               "mamba2-45m": {"ratio_ours_vs_theirs": 0.95}}
+    sections = {"train": {"results": results}}
+    assert report.train_ratio(sections, ("gla-70m",)) == 1.02
+    assert report.train_ratio(sections, ("mamba2-45m", "mamba2-130m")) == 0.95  # no GPU-bound entry: the other
