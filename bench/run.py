@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny presets and shapes: a CPU smoke test of the harness")
     p.add_argument("--compile-archs", nargs="+", default=None, metavar="ARCH",
                    help="archs of the compile section (default: mamba2 gla; --quick: mamba2)")
+    p.add_argument("--train-presets", nargs="+", default=None, metavar="PRESET",
+                   help="presets of the train section (default: all of its cases)")
     args = p.parse_args(argv)
     if args.device is None:
         import torch

@@ -127,7 +127,10 @@ def bench_case(arch: str, preset: str, options: Options, gpu_bound: bool = False
 
 
 def run(options: Options, section: SectionFile, args=None) -> None:
+    wanted = getattr(args, "train_presets", None)
     for arch, preset in (QUICK_CASES if options.quick else CASES):
+        if wanted and options.preset(preset) not in wanted and preset not in wanted:
+            continue
         for gpu_bound in (False, True):
             key = preset + (GPU_BOUND if gpu_bound else "")
             section.record(key, guarded(lambda: bench_case(arch, preset, options, gpu_bound)))

@@ -452,3 +452,20 @@ def test_rms_norm_kernel_path_flattens_and_restores_the_shape(monkeypatch):
     got = norm_mod.rms_norm(x, w, 1e-5, z=z, group_size=4)
     assert seen == [((30, 8), True, (30, 8), 4)] and got.shape == x.shape
     torch.testing.assert_close(got, norm_mod.rms_norm_reference(x, w, 1e-5, z, 4), rtol=0, atol=0)
+
+
+def test_swiglu_linear_reference_and_checks():
+    from lengthgen.ops import swiglu_linear
+
+    g = torch.Generator().manual_seed(0)
+    gate, up = torch.randn(2, 5, 8, generator=g, dtype=torch.float64), torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    w, b = torch.randn(3, 8, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    want = (gate * torch.sigmoid(gate) * up) @ w.T + b
+    torch.testing.assert_close(swiglu_linear(gate, up, w, b), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(swiglu_linear(gate, up, w), want - b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="one shape"):
+        swiglu_linear(gate, up[..., :4], w)
+    with pytest.raises(ValueError, match=r"weight must be \(out, 8\)"):
+        swiglu_linear(gate, up, w[:, :4])
+    with pytest.raises(RuntimeError, match="backend='kernel' needs"):
+        swiglu_linear(gate, up, w, backend="kernel")

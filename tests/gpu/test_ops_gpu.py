@@ -209,26 +209,51 @@ def test_causal_conv1d_on_cuda():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
-@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+@pytest.mark.parametrize("gated", [False, True, "before"], ids=["plain", "gated", "norm_before_gate"])
 def test_rms_norm_kernel(dtype, gated):
-    """mamba-ssm's Triton RMSNorm (plain; gated with groups, Mamba-2's output norm) vs float64."""
+    """mamba-ssm's Triton RMSNorm (plain; gated with groups, Mamba-2's output norm; norm before the
+    gate, GLA's per-head output norm) vs float64."""
     from lengthgen.ops import rms_norm
 
     need("mamba_norm")
     gen = torch.Generator(device=DEV).manual_seed(0)
     x, z = (leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype) for _ in range(2))
     w = leaf(1 + 0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
-    kw = dict(z=z, group_size=128) if gated else {}
+    extra = dict(norm_before_gate=True) if gated == "before" else dict(group_size=128)
+    kw = dict(z=z, **extra) if gated else {}
     inputs = [x, w] + ([z] if gated else [])
     out = rms_norm(x, w, 1e-5, backend="kernel", **kw)
     ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
-    ref_kw = dict(z=ref_inputs[2], group_size=128) if gated else {}
+    ref_kw = dict(z=ref_inputs[2], **extra) if gated else {}
     ref = rms_norm(ref_inputs[0], ref_inputs[1], 1e-5, backend="torch", **ref_kw)
     probe = torch.randn(ref.shape, dtype=torch.float64, device=DEV, generator=gen)
     grads = torch.autograd.grad((out.double() * probe).sum(), inputs)
     ref_grads = torch.autograd.grad((ref * probe).sum(), ref_inputs)
     errors = {"out": rel(out, ref), **{f"grad[{i}]": rel(g, r) for i, (g, r) in enumerate(zip(grads, ref_grads))}}
-    print(f"\nrms_norm {'gated' if gated else 'plain'} {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+    print(f"\nrms_norm {gated} {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
     assert out.dtype == dtype
     bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
     assert not bad, f"rms_norm {dtype}: errors above {TOLERANCE[dtype]}: {bad}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
+def test_swiglu_linear_kernel(dtype):
+    """fla's swiglu_linear (GLA's MLP) vs float64: output and the gradients of all four inputs."""
+    from lengthgen.ops import swiglu_linear
+
+    need("fla_swiglu")
+    gen = torch.Generator(device=DEV).manual_seed(0)
+    gate, up = (leaf(torch.randn(2, 256, 384, device=DEV, generator=gen), dtype) for _ in range(2))
+    w = leaf(torch.randn(128, 384, device=DEV, generator=gen) / 20, dtype)
+    b = leaf(torch.randn(128, device=DEV, generator=gen), dtype)
+    inputs = [gate, up, w, b]
+    out = swiglu_linear(*inputs, backend="kernel")
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    ref = swiglu_linear(*ref_inputs, backend="torch")
+    probe = torch.randn(ref.shape, dtype=torch.float64, device=DEV, generator=gen)
+    grads = torch.autograd.grad((out.double() * probe).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), ref_inputs)
+    errors = {"out": rel(out, ref), **{f"grad[{i}]": rel(g, r) for i, (g, r) in enumerate(zip(grads, ref_grads))}}
+    print(f"\nswiglu_linear {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+    bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
+    assert not bad, f"swiglu_linear {dtype}: errors above {TOLERANCE[dtype]}: {bad}"

@@ -43,8 +43,8 @@ from lengthgen.models.base import LanguageModel, ModelConfig
 from lengthgen.models.fla_shared import (
     FlaHeads, build_fla_config, fla_config_values, load_fla_folder, skeleton_key_from_fla,
 )  # fmt: skip
-from lengthgen.models.layers import RMSNorm, compute_dtype
-from lengthgen.ops import gla_scan
+from lengthgen.models.layers import RMSNorm
+from lengthgen.ops import gla_scan, rms_norm, swiglu_linear
 
 ARCH = "gla"
 
@@ -108,12 +108,11 @@ class GatedRMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(hidden_size)) if elementwise_affine else None
+        self.backend = "auto"
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
-        dt = compute_dtype(x.dtype)
-        w = None if self.weight is None else self.weight.to(dt)
-        y = F.rms_norm(x.to(dt), x.shape[-1:], w, self.eps) * F.silu(g.to(dt))
-        return y.to(x.dtype)
+        w = self.weight if self.weight is not None else x.new_ones(x.shape[-1], dtype=torch.float32)
+        return rms_norm(x, w, self.eps, z=g, norm_before_gate=True, backend=self.backend)
 
 
 class GatedLinearAttention(nn.Module):
@@ -164,9 +163,11 @@ class GatedMLP(nn.Module):
         self.gate_proj = nn.Linear(d_model, hidden, bias=False)
         self.up_proj = nn.Linear(d_model, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
+        self.backend = "auto"
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return swiglu_linear(self.gate_proj(x), self.up_proj(x), self.down_proj.weight, self.down_proj.bias,
+                             backend=self.backend)
 
 
 class GLABlock(nn.Module):

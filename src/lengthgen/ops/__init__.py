@@ -12,6 +12,7 @@ from lengthgen.ops.norm import rms_norm
 from lengthgen.ops.rwkv6 import rwkv6_scan
 from lengthgen.ops.selective_scan import selective_scan
 from lengthgen.ops.ssd import ssd_scan
+from lengthgen.ops.swiglu import swiglu_linear
 
 __all__ = [
     "BACKENDS",
@@ -22,4 +23,5 @@ __all__ = [
     "rwkv6_scan",
     "selective_scan",
     "ssd_scan",
+    "swiglu_linear",
 ]

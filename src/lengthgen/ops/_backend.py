@@ -44,6 +44,10 @@ def _import_fla() -> None:
     importlib.import_module("fla.ops.rwkv6")
 
 
+def _import_fla_swiglu() -> None:
+    importlib.import_module("fla.modules.activations")
+
+
 def _import_triton_selective_scan() -> None:
     importlib.import_module("lengthgen.ops.triton.selective_scan")
 
@@ -60,6 +64,7 @@ KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "mamba_ssd": ("mamba-ssm (its Triton SSD kernels)", _import_mamba_ssd),
     "mamba_norm": ("mamba-ssm (its Triton RMSNorm)", _import_mamba_norm),
     "fla": ("flash-linear-attention (fla-core)", _import_fla),
+    "fla_swiglu": ("flash-linear-attention (fla-core, its SwiGLU kernel)", _import_fla_swiglu),
     "triton_selective_scan": ("triton (lengthgen's Mamba-1 selective-scan kernel)", _import_triton_selective_scan),
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),
 }
