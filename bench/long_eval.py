@@ -40,7 +40,7 @@ def loss_run(model, ids, chunk: int, options: Options, iters: int, graphs) -> di
             positionwise_loss(model, ids, chunk_size=chunk, graphs=graphs)
 
     replays = getattr(graphs, "replays", 0)
-    m = measure(fn, options, warmup=1, iters=iters)
+    m = measure(fn, options, warmup=2 if graphs else 1, iters=iters)  # graphs: capture before timing
     tokens = ids.numel() - ids.shape[0]  # positions scored
     return {**m, "tokens": tokens, "tokens_per_s": rate(tokens, m["median_s"]), "chunk_size": chunk,
             "cuda_graphs": bool(graphs), "graph_replays": getattr(graphs, "replays", 0) - replays}

@@ -286,3 +286,15 @@ def test_train_ratio_prefers_the_gpu_bound_shape():
     sections = {"train": {"results": results}}
     assert report.train_ratio(sections, ("gla-70m",)) == 1.02
     assert report.train_ratio(sections, ("mamba2-45m", "mamba2-130m")) == 0.95  # no GPU-bound entry: the other
+
+
+def test_eval_memory_ratio_reads_the_eager_runs_when_present():
+    ev = {"ratio_lengths": {"short": 8192, "long": 131072},
+          "results": {"train_shape_forward": {"tokens_per_s": 100.0},
+                      "8192": {"streamed": {"peak_mem_bytes": 5.0, "tokens_per_s": 90.0}},
+                      "131072": {"streamed": {"peak_mem_bytes": 1.0, "tokens_per_s": 95.0}}}}
+    assert report.ratios({"eval": ev})["eval_128k_peak_mem_vs_8k"] == pytest.approx(0.2)
+    ev["results"]["8192"]["streamed_eager"] = {"peak_mem_bytes": 4.0}
+    ev["results"]["131072"]["streamed_eager"] = {"peak_mem_bytes": 4.2}
+    r = report.ratios({"eval": ev})
+    assert r["eval_128k_peak_mem_vs_8k"] == pytest.approx(1.05) and r["eval_128k_tput_vs_train_fwd"] == pytest.approx(0.95)
