@@ -47,6 +47,7 @@ GOALS = {  # (comparison, bound)
     "eval_128k_tput_vs_train_fwd": (">=", 0.8),
 }
 MAMBA2_PRESETS = ("mamba2-45m", "mamba2-130m")
+RATIO_SECTIONS = ("train", "interventions", "eval")
 GPU_BOUND = ":gpu_bound"  # bench/train_speed.py's key suffix for the GPU-bound shape
 RATIO_CLIP = 3.0
 ROOFLINE_PRESETS = {"mamba2": "mamba2-130m", "gla": "gla-70m", "rwkv6": "rwkv6-70m", "mamba1": "mamba1-130m"}
@@ -169,12 +170,19 @@ def is_smoke(section: Mapping) -> bool:
 
 
 def measurement_provenance(sections: Mapping) -> dict:
-    """The provenance of the GPU sections (the first measured on CUDA), else of the first section."""
+    """The provenance of the GPU sections: that of a section the ratios read (train, interventions,
+    eval) where measured on CUDA, else the first measured on CUDA, else of the first section."""
     measured = [s for name, s in sections.items() if name != "cpu"] or list(sections.values())
     if not measured:
         raise ReportError("no section files found: run `python bench/run.py --out DIR` first")
     gpu = [s for s in measured if not is_smoke(s)]
-    return dict((gpu or measured)[0]["provenance"])
+    ratio_sections = [sections[n] for n in RATIO_SECTIONS if n in sections and not is_smoke(sections[n])]
+    return dict((ratio_sections or gpu or measured)[0]["provenance"])
+
+
+def section_commits(sections: Mapping) -> dict[str, str | None]:
+    """Section name -> the git commit it was measured at (sections may come from different runs)."""
+    return {name: dig(s, "provenance", "git", "commit") for name, s in sorted(sections.items())}
 
 
 def _without_provenance(sections: Mapping) -> dict:
@@ -192,6 +200,7 @@ def summary(sections: Mapping, smoke_ok: bool = False, repeats: list[Mapping] = 
         raise ReportError(f"sections {smoke} are a CPU/--tiny smoke run, not benchmark results; "
                           "run bench/run.py on the GPU, or pass --smoke to write them marked as smoke")
     raw = _without_provenance(sections)
+    raw["section_commits"] = section_commits(sections)
     raw["roofline"] = rooflines()
     raw["goals"] = {k: {"op": op, "bound": b} for k, (op, b) in GOALS.items()}
     raw["smoke_sections"] = smoke
@@ -291,6 +300,16 @@ def hardware_text(prov: Mapping, smoke: bool) -> str:
     return ("SMOKE RUN (CPU / tiny models): not benchmark results. " if smoke else "") + text
 
 
+def commits_text(commits: Mapping) -> str:
+    """' Sections by commit: abc1234567 (a, b); ...' when the sections come from several commits."""
+    by_commit: dict[str, list[str]] = {}
+    for name, commit in commits.items():
+        by_commit.setdefault((commit or "unknown")[:10], []).append(name)
+    if len(by_commit) < 2:
+        return ""
+    return " Sections by commit: " + "; ".join(f"{c} ({', '.join(n)})" for c, n in by_commit.items()) + "."
+
+
 def figure(result: Mapping, outputs: list[str]) -> None:
     """Four panels: training tokens/s, streamed vs full evaluation (tokens/s, peak memory), ratios."""
     import matplotlib.pyplot as plt
@@ -304,7 +323,8 @@ def figure(result: Mapping, outputs: list[str]) -> None:
     _eval_panels(axes[0, 1], axes[1, 0], dig(raw, "eval", "results") or {})
     _ratio_panel(axes[1, 1], result["ratios"], raw.get("ratio_runs") or {})
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.text(0.01, 0.005, scale_text(raw) + hardware_text(result["provenance"], bool(raw.get("smoke_sections"))),
+    fig.text(0.01, 0.005, scale_text(raw) + hardware_text(result["provenance"], bool(raw.get("smoke_sections")))
+             + commits_text(raw.get("section_commits") or {}),
              fontsize=5.5,
              va="bottom", ha="left", color="0.35", wrap=True)
     plotting.save(fig, outputs)
@@ -323,7 +343,8 @@ def _train_panel(ax, train: Mapping, repeated: bool = False) -> None:
     for x, v in zip(xs, theirs):
         if not v:
             ax.text(x + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6, color="tab:red")
-    ax.set_xticks(list(xs), names, rotation=15)
+    labels = [f"{n.split(':')[0]}\n{dig(train[n], 'rows')}x{dig(train[n], 'context')}" for n in names]
+    ax.set_xticks(list(xs), labels, fontsize=6, rotation=30, ha="right")
     ax.set_ylabel("training tokens/s (thousands)")
     ax.set_title("training step (fwd+bwd+AdamW, bf16 autocast)" + (", first run" if repeated else ""))
     ax.legend()
@@ -331,15 +352,19 @@ def _train_panel(ax, train: Mapping, repeated: bool = False) -> None:
 
 def _eval_panels(ax_tput, ax_mem, results: Mapping) -> None:
     lengths = sorted(int(k) for k in results if k.isdigit())
-    for mode, marker in (("streamed", "o"), ("full", "s")):
+    # memory of graphed runs is not plotted: a graph's pool is reserved, not allocated, after capture
+    labels = {"streamed": "streamed, CUDA graphs", "streamed_eager": "streamed, eager", "full": "one call, eager"}
+    for mode, marker, color in (("streamed", "o", "C0"), ("streamed_eager", "^", "C1"), ("full", "s", "C2")):
         pts = [(n, dig(results, str(n), mode, "tokens_per_s"), dig(results, str(n), mode, "peak_mem_bytes"))
                for n in lengths]
         ok = [(n, t, m) for n, t, m in pts if t]
+        graphed = any(dig(results, str(n), mode, "cuda_graphs") for n, _, _ in ok)
+        label = labels[mode] if any(dig(results, str(n), "streamed_eager") for n in lengths) else mode
         if ok:
-            ax_tput.plot([p[0] for p in ok], [p[1] for p in ok], marker=marker, label=mode)
+            ax_tput.plot([p[0] for p in ok], [p[1] for p in ok], marker=marker, color=color, label=label)
         mem = [(n, m) for n, _, m in ok if m]
-        if mem:
-            ax_mem.plot([p[0] for p in mem], [p[1] / 2**30 for p in mem], marker=marker, label=mode)
+        if mem and not graphed:
+            ax_mem.plot([p[0] for p in mem], [p[1] / 2**30 for p in mem], marker=marker, color=color, label=label)
         for n in lengths:
             r = dig(results, str(n), mode) or {}
             if "error" in r:

@@ -298,3 +298,16 @@ def test_eval_memory_ratio_reads_the_eager_runs_when_present():
     ev["results"]["131072"]["streamed_eager"] = {"peak_mem_bytes": 4.2}
     r = report.ratios({"eval": ev})
     assert r["eval_128k_peak_mem_vs_8k"] == pytest.approx(1.05) and r["eval_128k_tput_vs_train_fwd"] == pytest.approx(0.95)
+
+
+def test_summary_provenance_is_the_ratio_sections_and_commits_are_listed():
+    sections = synthetic_sections()
+    sections["compile"] = _section("compile", {})
+    sections["compile"]["provenance"]["git"] = {"commit": "0ld0000000aa", "dirty": False}
+    sections = dict(sorted(sections.items()))  # compile first, as the folder listing gives it
+    result = report.summary(sections)
+    assert result["provenance"]["git"]["commit"] == "abc"
+    assert result["raw"]["section_commits"]["compile"] == "0ld0000000aa"
+    text = report.commits_text(result["raw"]["section_commits"])
+    assert "0ld0000000 (compile)" in text and "abc (eval, interventions, train)" in text
+    assert report.commits_text({"train": "abc", "eval": "abc"}) == ""
