@@ -2,8 +2,8 @@
 
 A streamed evaluation runs the same step on chunks of one shape, many times. For the paper's model
 sizes the GPU finishes a chunk's kernels sooner than Python can launch them: mamba2-130m on one
-chunk of 8,192 tokens takes 48 ms of host time for 17 ms of GPU work (docs/bench.md, "Eval
-throughput"). A CUDA graph records every kernel of one call and replays them with one launch.
+chunk of 8,192 tokens takes ~40 ms of host time for ~17 ms of GPU work (bench/README.md, "GPU-bound
+and host-bound shapes"). A CUDA graph records every kernel of one call and replays them with one launch.
 
 :class:`ChunkGraphs` wraps a step ``step(*tensors) -> tuple of tensors``. Per input signature
 (shapes, dtypes, device, autocast), the first call runs eagerly on a side stream (kernel autotuning
