@@ -48,7 +48,7 @@ class ChunkGraphs:
         return tuple((tuple(t.shape), t.dtype, t.device) for t in inputs) + _autocast_key(device)
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        if not (self.enabled and self._can_capture(inputs)):
+        if not (self.enabled and self.can_capture(inputs)):
             return self.step(*inputs)
         key = self.signature(inputs)
         if key in self.graphs:
@@ -73,7 +73,8 @@ class ChunkGraphs:
         self.replays += 1
         return static_out
 
-    def _can_capture(self, inputs: tuple[Tensor, ...]) -> bool:
+    def can_capture(self, inputs: tuple[Tensor, ...]) -> bool:
+        """Whether calls on ``inputs`` go through graphs (CUDA tensors); others run eagerly."""
         return inputs[0].is_cuda
 
     def _side_stream(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

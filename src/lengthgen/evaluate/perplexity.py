@@ -68,14 +68,15 @@ def positionwise_loss(model, input_ids: Tensor, chunk_size: int, state=None,
     batch, length = input_ids.shape
     if not isinstance(graphs, ChunkGraphs):
         graphs = loss_graphs(model, enabled=bool(graphs))
-    if graphs.enabled:  # replays skip the model's token-range check: check the whole input once
+    graphed = graphs.enabled and graphs.can_capture((input_ids,))
+    if graphed:  # replays skip the model's token-range check: check the whole input once
         model.check_input_ids(input_ids)
         state = model.zero_state(batch, input_ids.device) if state is None else state
     pieces = []
     for start in range(0, length - 1, chunk_size):  # a last chunk of one token has no target: skipped
         ids = input_ids[:, start:start + chunk_size]
         targets = input_ids[:, start + 1:start + chunk_size + 1]
-        if graphs.enabled:
+        if graphed:
             nll, *flat = graphs(ids, targets, *state.flat())
             state = state.with_flat(flat)
             pieces.append(nll.clone())  # a replay's outputs are overwritten by the next replay
