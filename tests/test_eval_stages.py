@@ -7,7 +7,7 @@ import yaml
 from lengthgen.cli import main
 from lengthgen.config import resolve
 from lengthgen.data import SamplerError, ValidationSequences, open_dataset, prepare
-from lengthgen.evaluate import positionwise_loss, state_statistics
+from lengthgen.evaluate import length_generalization, positionwise_loss, state_statistics
 from lengthgen.models import build_model, save_model
 from lengthgen.results import read_table
 
@@ -63,6 +63,15 @@ def test_eval_ppl_stage(setup, tmp_path):
     v = data["verdict"]
     assert v["train_context"] == 8 and v["window"] == 2 and 0 <= v["t_star"] < 8
     assert v["loss_far"] == pytest.approx(float(expected[32:].mean()), rel=1e-5)
+    # bootstrap intervals over the 3 sequences: the same as the verdict computed from the per-sequence losses
+    per_seq = positionwise_loss(setup["model"], ids, 40).double()
+    ref = length_generalization(None, 8, window=2, losses=per_seq, seed=setup["cfg"]["seed"])
+    assert v["num_sequences"] == 3 and v["num_bootstrap"] == 1000 and v["ci_level"] == 0.95
+    for key in ("p_star_ci", "loss_far_ci", "far_gap_ci"):
+        assert v[key] == pytest.approx(list(getattr(ref, key)), abs=1e-4)
+    assert v["fails_far"] == (v["far_gap_ci"][0] >= v["far_margin"])
+    far = data["buckets"][-1]
+    assert far["ci_lo"] <= far["loss"] <= far["ci_hi"] and far["ci_lo"] < far["ci_hi"]
     assert header["provenance"]["config_hash"]
     assert data["eval_seconds"] > 0
     assert data["tokens_per_s"] == pytest.approx(3 * 41 / data["eval_seconds"])

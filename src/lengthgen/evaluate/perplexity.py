@@ -95,20 +95,34 @@ def positionwise_loss(model, input_ids: Tensor, chunk_size: int, state=None,
 
 
 class PositionwiseMean:
-    """Running per-position sum and count of loss curves, merged over batches of sequences."""
+    """Running per-position sum and count of loss curves, merged over batches of sequences.
+    With ``keep_rows`` the per-sequence curves are kept too (float32, on the CPU): the verdict's
+    bootstrap intervals resample them (:func:`lengthgen.evaluate.length_generalization`)."""
 
-    def __init__(self, num_positions: int):
+    def __init__(self, num_positions: int, keep_rows: bool = False):
         if num_positions < 1:
             raise ValueError(f"num_positions must be >= 1, got {num_positions}")
         self.sum = torch.zeros(num_positions, dtype=torch.float64)
         self.count = 0
+        self._rows: list[Tensor] | None = [] if keep_rows else None
 
     def update(self, loss: Tensor) -> None:
         """Add a (batch, num_positions) loss tensor."""
         if loss.dim() != 2 or loss.shape[1] != self.sum.shape[0]:
             raise ValueError(f"expected losses of shape (batch, {self.sum.shape[0]}), got {tuple(loss.shape)}")
-        self.sum += loss.detach().to("cpu", torch.float64).sum(0)
+        loss = loss.detach().to("cpu")
+        self.sum += loss.to(torch.float64).sum(0)
         self.count += loss.shape[0]
+        if self._rows is not None:
+            self._rows.append(loss.to(torch.float32))
+
+    def rows(self) -> Tensor:
+        """The per-sequence curves, (count, num_positions) float32 (needs ``keep_rows``)."""
+        if self._rows is None:
+            raise ValueError("PositionwiseMean(keep_rows=False) keeps no per-sequence curves")
+        if not self._rows:
+            raise ValueError("no sequences were evaluated (the validation set is empty?)")
+        return torch.cat(self._rows)
 
     def mean(self) -> Tensor:
         if self.count == 0:

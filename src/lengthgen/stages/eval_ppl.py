@@ -2,7 +2,8 @@
 
 Writes one Parquet result (kind ``eval-ppl``): a row per position (``position``, mean ``loss``
 in nats; position i is the loss on token i + 1) and, in the header's data, the log-spaced bucket
-means, the perplexity and the verdict of paper Def. 3.2 (docs/evaluation.md).
+means with their bootstrap intervals over the sequences (``ci_lo``, ``ci_hi``), the perplexity and
+the verdict of paper Def. 3.2 with intervals for p*, the far loss and their gap (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def run(args) -> int:
     import pandas as pd
 
     from lengthgen.evaluate import PositionwiseMean, bucket_means, length_generalization, log_buckets, perplexity
+    from lengthgen.evaluate.verdict import bootstrap_buckets
     from lengthgen.evaluate import loss_graphs, positionwise_loss, runtime
     from lengthgen.provenance import provenance
     from lengthgen.results import write_table
@@ -34,7 +36,7 @@ def run(args) -> int:
     ev = cfg["eval"]
     T, t_source = runtime.train_context(cfg, args.model)
     device, model = eval_model(args, cfg)
-    acc = PositionwiseMean(ev["length"])
+    acc = PositionwiseMean(ev["length"], keep_rows=True)
     seconds = 0.0
     graphs = loss_graphs(model, enabled=ev["cuda_graphs"])  # one capture per chunk shape for all batches
     with runtime.autocast(device, ev["precision"]):
@@ -43,22 +45,26 @@ def run(args) -> int:
             start = runtime.synchronized_time(device)
             acc.update(positionwise_loss(model, batch.to(device), ev["chunk_size"], graphs=graphs))
             seconds += runtime.synchronized_time(device) - start
-    curve = acc.mean()
+    curve, rows = acc.mean(), acc.rows()
     buckets = log_buckets(curve.numel())
     v = ev["verdict"]
-    verdict = length_generalization(curve, T, smoothing=v["smoothing"], window=v["window"],
-                                    tolerance=v["tolerance"], far_factor=v["far_factor"], far_margin=v["far_margin"])
+    boot = {"ci_level": v["ci_level"], "num_bootstrap": v["num_bootstrap"], "seed": cfg["seed"]}
+    verdict = length_generalization(None, T, smoothing=v["smoothing"], window=v["window"], tolerance=v["tolerance"],
+                                    far_factor=v["far_factor"], far_margin=v["far_margin"], losses=rows, **boot)
+    cis = bootstrap_buckets(rows, buckets, level=boot["ci_level"], num_bootstrap=boot["num_bootstrap"],
+                            seed=boot["seed"]) or [(None, None)] * len(buckets)
     data = {
         "model": args.model, "train_context": T, "train_context_source": t_source,
         "num_sequences": acc.count, "length": ev["length"], "perplexity": perplexity(curve),
         "mean_loss": float(curve.mean()),
-        "buckets": [{"lo": lo, "hi": hi, "loss": m} for (lo, hi), m in zip(buckets, bucket_means(curve, buckets))],
+        "buckets": [{"lo": lo, "hi": hi, "loss": m, "ci_lo": c[0], "ci_hi": c[1]}
+                    for (lo, hi), m, c in zip(buckets, bucket_means(curve, buckets), cis)],
         "verdict": verdict.to_dict(),
         "eval_seconds": seconds, "cuda_graph_replays": graphs.replays, "tokens_per_s": acc.count * (ev["length"] + 1) / max(seconds, 1e-9),
     }
     frame = pd.DataFrame({"position": range(curve.numel()), "loss": curve.float().numpy()})
     write_table(args.out, KIND, frame, provenance(cfg, device=device), data=data)
     print(f"{NAME}: T={T} ppl={data['perplexity']:.3f} p*={verdict.p_star:.4f}@{verdict.t_star} "
-          f"loss_far={verdict.loss_far:.4f} generalizes={verdict.generalizes} "
+          f"loss_far={verdict.loss_far:.4f} far_gap_ci={verdict.far_gap_ci} generalizes={verdict.generalizes} "
           f"({data['tokens_per_s']:,.0f} tokens/s) -> {args.out}")
     return 0
