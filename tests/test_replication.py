@@ -199,6 +199,11 @@ def test_interventions_short_of_fix_fraction(full):
     assert i["verdict"] == NOT_SUPPORTED and i["best"] == f"post/{BASE[3:]}+fitted_noise"
     assert i["best_fraction_removed"] == pytest.approx(0.5, abs=1e-5) and "short of 60%" in i["reason"]
     assert i["ranking"][0] == i["best"] and i["ranking"][-1] == f"post/{BASE[3:]}+tbtt"
+    write_ppl(full, f"post/{BASE[3:]}+zero", 2.0, 1.9)   # continued training: a control, never the best fix
+    c = replicate(load_results(full))
+    assert c["interventions_compared"]["best"] == f"post/{BASE[3:]}+fitted_noise"
+    assert c["interventions_compared"]["continued_training"]["loss_far"] == pytest.approx(1.9)
+    assert c["failure_from_scratch"]["fixed"] == f"post/{BASE[3:]}+fitted_noise"
     assert i["missing"] == [f"{full}/ppl/post/{BASE[3:]}+state_passing.parquet"]
     assert c["failure_from_scratch"]["fixed_intervention"] == "fitted_noise"
 

@@ -104,10 +104,14 @@ def test_study_grid_expansion():
     study = sys_path_study()
     s = study.load(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     pre = s.cfg["study"]["pretrain"]
-    # grid 1: 3 models x 3 contexts; grid 2: 2 models; grid 3: 1 model x 2 warm-ups (one shared with grid 1)
+    # grid 1: 4 models at T = 64; grid 2: a second context; grid 3: the 8x run; grid 4: a second warm-up
     runs = [m for m in s.models.values() if m.kind == "pretrain"]
-    assert len(runs) == 9 + 2 + 1
-    assert len([m for m in s.models.values() if m.kind == "milestone"]) == len(runs) * len(pre["milestones"])
+    assert len(runs) == 4 + 1 + 1 + 1
+    # milestones: the defaults for every run, a grid's own for the 8x run
+    milestones = {m.id for m in s.models.values() if m.kind == "milestone"}
+    assert len(milestones) == (len(runs) - 1) * len(pre["milestones"]) + 3
+    assert {f"pt/m2-m-slow_T64_8x_w0.1_s0@{m}" for m in ("1x", "2x", "4x")} <= milestones
+    assert "pt/m2-m_T64_2x_w0.1_s0@4x" not in milestones
     # milestones only where a pattern asks for them (Fig. 3)
     assert all("@" not in e["id"] for e in s.figure_specs["fig02"])
     assert any("@" in e["id"] for e in s.figure_specs["fig03"])

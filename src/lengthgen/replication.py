@@ -272,7 +272,8 @@ def claim_failure_from_scratch(res: Results, margin: float = 0.05) -> dict:
                              [], list(runs.values())) | {"runs": rows}
     failing = [r for r in applicable if r["fails"]]
     fixes = {r["id"]: [p for mid, p in res.ppl.items() if (q := parse_post_id(mid)) and q["base"] == r["id"]
-                       and p.data["verdict"]["far_applicable"]] for r in applicable}
+                       and q["intervention"] in INTERVENTIONS and p.data["verdict"]["far_applicable"]]
+             for r in applicable}  # `zero` post-training (as many steps, no intervention) is a control, no fix
 
     def strength(r: dict) -> float:  # how clearly a run fails: the interval's lower end, else the excess, else the raw gap
         if r["far_gap_ci"] is not None:
@@ -329,7 +330,8 @@ def claim_interventions_compared(res: Results, base: str | None, fix_fraction: f
     removes; supported when the best removes >= ``fix_fraction`` of it. With ``base_fails`` False
     (the representative run post-training targeted does not fail) the numbers are reported and the
     claim is not supported: there is no failure to fix. ``ranking`` orders the interventions by far
-    loss (the paper's Fig. 5: State Passing and TBTT first)."""
+    loss (the paper's Fig. 5: State Passing and TBTT first). A ``zero`` post-training of the base (as
+    many steps, zero initial states) is reported as ``continued_training``: what the extra steps alone do."""
     if base is None:
         return _not_measured("no failing from-scratch model (see failure_from_scratch) to post-train", [])
     b = res.ppl[base]
@@ -351,6 +353,10 @@ def claim_interventions_compared(res: Results, base: str | None, fix_fraction: f
                      "loss_far_minus_base_min": v["loss_far"] - p_star,
                      "loss_far_minus_base_far": v["loss_far"] - base_far,
                      "fraction_removed": _fraction_removed({"loss_far": base_far, "p_star": p_star}, v["loss_far"])})
+    controls = [r for r in rows if r["intervention"] == "zero"]  # the same steps without an intervention
+    rows = [r for r in rows if r["intervention"] != "zero"]
+    if not rows:
+        return _not_measured(f"only the `zero` control of {base} was post-trained", missing, [b, *posts.values()])
     best = min(rows, key=lambda r: r["loss_far"])
     removed = best["fraction_removed"]
     ok = base_fails and removed is not None and removed >= fix_fraction
@@ -366,7 +372,8 @@ def claim_interventions_compared(res: Results, base: str | None, fix_fraction: f
     return _claim(SUPPORTED if ok else NOT_SUPPORTED, reason, [b, *posts.values()], missing, base=base,
                   base_in_context_min=p_star, base_loss_far=base_far, base_far_gap_ci=bv.get("far_gap_ci"),
                   fix_fraction=fix_fraction, best=best["id"], best_loss_far=best["loss_far"],
-                  best_fraction_removed=removed, ranking=ranking, interventions=rows)
+                  best_fraction_removed=removed, ranking=ranking, interventions=rows,
+                  continued_training=controls[0] if controls else None)
 
 
 def _cut_value(frame, distance: str, cut: int) -> tuple[int, float]:

@@ -146,11 +146,11 @@ class Study:
                 grid["models"], grid.get("contexts", pre["contexts"]), grid.get("tokens", pre["tokens"]),
                 grid.get("warmups", pre["warmups"]), grid.get("seeds", pre["seeds"]),
             ):
-                yield model, ctx, tok, wu, seed
+                yield model, ctx, tok, wu, seed, grid.get("milestones", pre["milestones"])
 
     def _expand_models(self) -> None:
         pre = self.s["pretrain"]
-        for model, ctx, tok, wu, seed in self._pretrain_runs():
+        for model, ctx, tok, wu, seed, milestones in self._pretrain_runs():
             d = self._model_def(model)
             rid = f"{model}_T{ctx}_{_num(tok)}_w{_num(wu)}_s{seed}"
             folder = f"{self.runs}/pt/{rid}"
@@ -162,12 +162,12 @@ class Study:
                          f"model.overrides={_flow(d.get('overrides', {}))}", f"train.context={ctx}",
                          f"train.tokens={tok}" if isinstance(tok, str) else f"train.tokens={int(tok)}",
                          f"train.warmup_frac={wu}", f"seed={seed}", "intervention.name=zero",
-                         f"train.milestones={_flow(pre['milestones'])}", *pre["set"], *d.get("set", [])]
+                         f"train.milestones={_flow(milestones)}", *pre["set"], *d.get("set", [])]
             outs = [f"{folder}/final/model.safetensors"] + [
-                f"{folder}/milestones/{m}/model.safetensors" for m in pre["milestones"]]
+                f"{folder}/milestones/{m}/model.safetensors" for m in milestones]
             self.jobs[outs[0]] = Job("pretrain", outs[0], "pretrain", overrides, gpus=pre["gpus"],
                                      outputs=outs, folder=folder)
-            for m in pre["milestones"]:
+            for m in milestones:
                 msid = f"{mid}@{m}"
                 self.models[msid] = Model(msid, "milestone", f"{folder}/milestones/{m}", {**meta, "milestone": m})
 
