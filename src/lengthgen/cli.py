@@ -3,6 +3,10 @@
 Every module in ``lengthgen.stages`` is a stage. It defines ``NAME`` (the subcommand),
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Stages are thin: they
 parse a config, call the library and write results.
+
+Bad input of any stage (config, model, checkpoint, data, an impossible size) is a
+:class:`lengthgen.errors.UserError`: printed here as one line ``lengthgen <stage>: <message>`` on
+stderr, exit status 2, no traceback. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -41,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from .config import ConfigError
+    from .errors import UserError, one_line
 
     try:
         return int(args._run(args) or 0)
-    except ConfigError as e:
-        print(f"lengthgen {args.stage}: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"lengthgen {args.stage}: {one_line(str(e))}", file=sys.stderr)
         return 2
 
 

@@ -16,11 +16,36 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from lengthgen.errors import UserError
+
 SCHEMA_RESOURCE = "schema/config.schema.yaml"
 
 
-class ConfigError(ValueError):
-    """A config that does not match the schema; the message names the key and the fix."""
+class ConfigError(UserError, ValueError):
+    """A config that does not match the schema (or asks for the impossible); the message names the
+    key or file and the fix."""
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in ``path``; a syntax error is a :class:`ConfigError` naming the file and line."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path}{_yaml_where(e)} is not valid YAML ({_yaml_problem(e)}): "
+                          "fix the file (see config/ for examples)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text file: pass a YAML config") from None
+
+
+def _yaml_where(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return f", line {mark.line + 1}, column {mark.column + 1}," if mark is not None else ""
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    parts = [getattr(e, "context", None), getattr(e, "problem", None)]
+    return " ".join(p for p in parts if p) or type(e).__name__
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,7 +87,11 @@ def _parse_scalar(text: str) -> Any:
     """YAML scalar, except that plain exponent floats such as ``1e-3`` (strings in YAML 1.1) are floats."""
     if text == "":
         return ""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"the value {text!r} is not valid YAML ({_yaml_problem(e)}): quote it or fix "
+                          "its brackets") from None
     if isinstance(value, str):
         try:
             return float(value)
@@ -83,7 +112,10 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
             if not isinstance(node.get(p, {}), dict):
                 raise ConfigError(f"override {key!r}: {p!r} is not a section")
             node = node.setdefault(p, {})
-        node[parts[-1]] = _parse_scalar(raw)
+        try:
+            node[parts[-1]] = _parse_scalar(raw)
+        except ConfigError as e:
+            raise ConfigError(f"override {item!r}: {e}") from None
     return cfg
 
 
@@ -99,7 +131,10 @@ def _format_error(err) -> str:
 def validate(cfg: Mapping) -> None:
     errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(_format_error(e) for e in errors))
+        if len(errors) == 1:
+            raise ConfigError(f"invalid config: {_format_error(errors[0])}")
+        raise ConfigError(f"invalid config, {len(errors)} problems: "
+                          + " ".join(f"({i}) {_format_error(e)}" for i, e in enumerate(errors, 1)))
 
 
 def resolve(cfg: Mapping | None = None, overrides: Iterable[str] = ()) -> dict:
@@ -118,7 +153,9 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist (see config/ for examples)")
-        cfg = yaml.safe_load(path.read_text()) or {}
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder: pass a YAML file (see config/ for examples)")
+        cfg = read_yaml(path) or {}
         if not isinstance(cfg, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return resolve(cfg, overrides)

@@ -6,8 +6,6 @@ path; does nothing when that folder is already up to date.
 
 from __future__ import annotations
 
-import sys
-
 from ._common import add_config_arguments
 
 NAME = "prepare-data"
@@ -20,14 +18,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..config import load_config
-    from ..data import DataError, prepare
+    from ..data import prepare
     from ..data.shards import MANIFEST
 
     cfg = load_config(args.config, args.overrides)
-    try:
-        folder = prepare(cfg, log=print)
-    except DataError as e:  # corpus, tokenizer and shard errors alike
-        print(f"lengthgen {NAME}: {e}", file=sys.stderr)
-        return 1
+    folder = prepare(cfg, log=print)  # corpus, tokenizer and shard errors are DataErrors (cli: exit 2)
     print(folder / MANIFEST)
     return 0
