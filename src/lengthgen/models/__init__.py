@@ -51,7 +51,7 @@ from __future__ import annotations
 from typing import Any
 
 from lengthgen.models.base import LanguageModel, ModelConfig
-from lengthgen.models.checkpoint import load_model, save_model
+from lengthgen.models.checkpoint import load_model, resolve_model_path, save_model
 from lengthgen.models.registry import ARCHS, arch_module, build_model, make_config, preset_lr, presets
 from lengthgen.models.state import RecurrentState
 
@@ -67,6 +67,7 @@ __all__ = [
     "make_config",
     "preset_lr",
     "presets",
+    "resolve_model_path",
     "save_model",
 ]
 

@@ -9,7 +9,10 @@ Our format (written by :func:`save_model`, read by everything) is a folder with
 * the fla-hub layout (``config.json`` with ``model_type`` ``gla``/``rwkv6``), handed to that
   arch module's ``load_official``.
 
-A hub name is fetched with ``huggingface_hub.snapshot_download`` (or found in its cache).
+A hub name is fetched with ``huggingface_hub.snapshot_download`` (or found in its cache), and a
+run folder (one holding ``final/``, see ``lengthgen.train.checkpoint``) means its final model
+(:func:`resolve_model_path`). Every problem with what a folder holds is a
+:class:`lengthgen.errors.ModelError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from lengthgen.errors import ModelError, ModelNotFoundError
 from lengthgen.io import atomic_path, write_json
 from lengthgen.models.base import LanguageModel, ModelConfig
 from lengthgen.models.registry import ARCHS, arch_module, instantiate
@@ -32,6 +36,9 @@ TORCH_WEIGHTS_FILE = "pytorch_model.bin"
 HEAD_KEY = "lm_head.weight"
 EMBEDDING_KEY = "backbone.embedding.weight"
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+RUN_FINAL = "final"              # a run folder's final model (lengthgen.train.checkpoint.RunDir)
+RUN_CHECKPOINTS = "checkpoints"
+REWRITE = "re-copy the model folder, or rerun the stage that wrote it (a run's checkpoints/step_* hold earlier copies)"
 
 
 # ---------------------------------------------------------------------------- our format
@@ -67,12 +74,37 @@ def _load_ours(folder: Path, meta: Mapping[str, Any]) -> LanguageModel:
 
     arch = meta.get("arch")
     if arch not in ARCHS:
-        raise ValueError(f"{folder / CONFIG_FILE}: lengthgen.arch is {arch!r}; valid archs: {', '.join(ARCHS)}")
-    config = arch_module(arch).Config.from_dict(meta.get("config", {}))
+        raise ModelError(f"{folder / CONFIG_FILE}: lengthgen.arch is {arch!r}; valid archs: {', '.join(ARCHS)}")
+    try:
+        config = arch_module(arch).Config.from_dict(meta.get("config", {}))
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{folder / CONFIG_FILE}: {e}") from None
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
-        raise FileNotFoundError(f"{folder} has a config.json but no {WEIGHTS_FILE}: the checkpoint is incomplete")
-    return model_from_state_dict(arch, config, load_file(str(weights)), source=str(weights))
+        raise ModelNotFoundError(f"{folder} has a config.json but no {WEIGHTS_FILE}: the checkpoint is incomplete; "
+                                 f"{REWRITE}")
+    return model_from_state_dict(arch, config, _load_safetensors(weights), source=str(weights))
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    """The tensors in ``path``; a truncated or corrupted file is a :class:`ModelError` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise ModelError(f"{path} is truncated or corrupted ({e}): {REWRITE}") from None
+
+
+def _load_torch_weights(path: Path) -> dict[str, Tensor]:
+    """A ``pytorch_model.bin`` state dict; an unreadable file is a :class:`ModelError` naming it."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as e:
+        raise ModelError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}): {REWRITE}") from None
 
 
 # ---------------------------------------------------------------------------- shared helpers
@@ -90,18 +122,18 @@ def model_from_state_dict(
     if config.tie_embeddings and EMBEDDING_KEY in sd:
         head = sd.get(HEAD_KEY)
         if head is not None and not torch.equal(head.to(sd[EMBEDDING_KEY].dtype), sd[EMBEDDING_KEY]):
-            raise ValueError(f"{source}: {HEAD_KEY} differs from {EMBEDDING_KEY} but the config ties them (tie_embeddings)")
+            raise ModelError(f"{source}: {HEAD_KEY} differs from {EMBEDDING_KEY} but the config ties them (tie_embeddings)")
         sd[HEAD_KEY] = sd[EMBEDDING_KEY]
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
     if missing or unexpected:
-        raise ValueError(
+        raise ModelError(
             f"{source} does not match a {arch} model with this config: "
             f"missing keys {_listing(missing)}; unexpected keys {_listing(unexpected)}"
         )
     wrong = [f"{k}: {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
     if wrong:
-        raise ValueError(f"{source}: parameter shapes do not match the config: {_listing(wrong)}")
+        raise ModelError(f"{source}: parameter shapes do not match the config: {_listing(wrong)}")
     model.load_state_dict(sd, strict=True)
     return model
 
@@ -116,20 +148,18 @@ def _listing(items: list[str], limit: int = 12) -> str:
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path} is not valid JSON ({e}): {REWRITE}") from None
 
 
 def read_weights(folder: Path) -> tuple[dict[str, Tensor], str]:
     """The state dict in ``folder`` (``model.safetensors`` or ``pytorch_model.bin``) and its path."""
     if (folder / WEIGHTS_FILE).is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(folder / WEIGHTS_FILE)), str(folder / WEIGHTS_FILE)
+        return _load_safetensors(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE)
     if (folder / TORCH_WEIGHTS_FILE).is_file():
         path = folder / TORCH_WEIGHTS_FILE
-        return torch.load(path, map_location="cpu", weights_only=True), str(path)
-    raise FileNotFoundError(f"{folder} has no weights: expected {WEIGHTS_FILE} or {TORCH_WEIGHTS_FILE}")
+        return _load_torch_weights(path), str(path)
+    raise ModelNotFoundError(f"{folder} has no weights: expected {WEIGHTS_FILE} or {TORCH_WEIGHTS_FILE}; {REWRITE}")
 
 
 # ---------------------------------------------------------------------------- mamba-ssm layout
@@ -183,16 +213,43 @@ def load_mamba_ssm(folder: str | Path) -> LanguageModel:
 
 
 # ---------------------------------------------------------------------------- entry point
+def is_hub_name(name: str | Path) -> bool:
+    """True for an ``owner/name`` string a Hugging Face hub repository could have."""
+    return bool(_HUB_NAME.match(str(name)))
+
+
+def resolve_model_path(path_or_hub_name: str | Path) -> str:
+    """Where the model named by a stage's ``--model`` / ``--init`` / ``model.init_from`` is.
+
+    A run folder (one holding ``final/``) means its ``final/`` model; a model folder or a hub name is
+    returned as it is. A run folder without ``final/`` (an unfinished run) and a local path that does
+    not exist (and is not a hub name) are :class:`ModelError` naming the path and the fix; every
+    stage that takes a model resolves it here, before it writes anything.
+    """
+    p = Path(path_or_hub_name)
+    if p.is_dir() and not (p / CONFIG_FILE).exists():
+        if (p / RUN_FINAL).is_dir():
+            return str(p / RUN_FINAL)
+        if (p / RUN_CHECKPOINTS).is_dir():
+            raise ModelError(f"{p} is a run folder without final/: the run has not finished; finish it "
+                             "(rerun its pretrain command) or pass one of its checkpoints/step_* folders")
+    if not p.exists() and not is_hub_name(path_or_hub_name):
+        raise ModelNotFoundError(f"model folder {p} does not exist (and is not a hub name like "
+                                 "state-spaces/mamba-130m): check the path; pass a run folder, its final/, a "
+                                 "checkpoints/step_* folder or a hub name")
+    return str(path_or_hub_name)
+
+
 def resolve_folder(path_or_hub_name: str | Path, revision: str | None = None) -> Path:
-    """A local folder as is; a hub name (``owner/name``) through the Hugging Face cache/hub."""
-    path = Path(path_or_hub_name)
+    """A local folder as is (a run folder: its ``final/``); a hub name (``owner/name``) through the
+    Hugging Face cache/hub."""
+    path = Path(resolve_model_path(path_or_hub_name))
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"{path} is a file; a model is a folder (config.json + weights)")
+            raise ModelError(f"{path} is a file; a model is a folder (config.json + weights): pass the folder "
+                             "that holds it, or the run folder")
         return path
     name = str(path_or_hub_name)
-    if not _HUB_NAME.match(name):
-        raise FileNotFoundError(f"model folder {name} does not exist (and is not a hub name like state-spaces/mamba-130m)")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -202,8 +259,9 @@ def resolve_folder(path_or_hub_name: str | Path, revision: str | None = None) ->
             snapshot_download(name, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"])
         )
     except Exception as e:  # offline, unknown repo, network: one actionable message
-        raise FileNotFoundError(
-            f"could not get {name} from the Hugging Face hub ({type(e).__name__}: {e}). On a machine with network "
+        raise ModelNotFoundError(
+            f"{name} is not a local folder and could not be got from the Hugging Face hub "
+            f"({type(e).__name__}: {e}). If it is a path, check it; for a hub model, on a machine with network "
             f"run `huggingface-cli download {name} --local-dir <folder>` (or pre-fill the HF cache), "
             f"then pass that folder instead of the hub name"
         ) from None
@@ -216,21 +274,30 @@ def load_model(
     dtype: torch.dtype | None = None,
     revision: str | None = None,
 ) -> LanguageModel:
-    """Load a model folder in any supported format (detected from its ``config.json``)."""
+    """Load a model folder in any supported format (detected from its ``config.json``), a run
+    folder's final model, or a hub name; what cannot be loaded is a :class:`ModelError`."""
     folder = resolve_folder(path_or_hub_name, revision)
     if not (folder / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: not a model folder")
+        raise ModelNotFoundError(f"{folder} has no {CONFIG_FILE}: not a model folder; pass a model folder "
+                                 f"(config.json + {WEIGHTS_FILE}), a run folder (with final/) or a hub name")
     cfg = read_json(folder / CONFIG_FILE)
-    if "lengthgen" in cfg:
-        model = _load_ours(folder, cfg["lengthgen"])
-    elif cfg.get("model_type") in ARCHS:
-        model = arch_module(cfg["model_type"]).load_official(folder)
-    elif "d_model" in cfg and "n_layer" in cfg:
-        model = load_mamba_ssm(folder)
-    else:
-        raise ValueError(
-            f"{folder / CONFIG_FILE} is not a known model format: expected a lengthgen checkpoint "
-            f"(key 'lengthgen'), an fla-hub config (model_type in {list(ARCHS)}), or a mamba-ssm config "
-            f"(d_model, n_layer, ssm_cfg)"
-        )
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{folder / CONFIG_FILE} does not hold a JSON object: {REWRITE}")
+    try:
+        if "lengthgen" in cfg:
+            model = _load_ours(folder, cfg["lengthgen"])
+        elif cfg.get("model_type") in ARCHS:
+            model = arch_module(cfg["model_type"]).load_official(folder)
+        elif "d_model" in cfg and "n_layer" in cfg:
+            model = load_mamba_ssm(folder)
+        else:
+            raise ModelError(
+                f"{folder / CONFIG_FILE} is not a known model format: expected a lengthgen checkpoint "
+                f"(key 'lengthgen'), an fla-hub config (model_type in {list(ARCHS)}), or a mamba-ssm config "
+                f"(d_model, n_layer, ssm_cfg)"
+            )
+    except ModelError:
+        raise
+    except ValueError as e:  # the format translators' errors name the file; make them the user error
+        raise ModelError(f"{e}") from e
     return model.to(device=device, dtype=dtype)

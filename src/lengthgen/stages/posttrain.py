@@ -23,9 +23,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..config import load_config
-    from ..train.run import resolve_init
+    from ..models import resolve_model_path
     from .pretrain import train_stage
 
     cfg = load_config(args.config, args.overrides)
-    cfg["model"]["init_from"] = resolve_init(args.init)
+    cfg["model"]["init_from"] = resolve_model_path(args.init)
     return train_stage(cfg, args.out, NAME)

@@ -21,14 +21,18 @@ def add_arguments(p) -> None:
 
 
 def train_stage(cfg, out, stage: str) -> int:
-    """Run training and turn the expected failures (divergence, a foreign run folder, missing data,
-    a full disk or a missing model folder) into a message and exit status 1."""
-    from ..data import DataError
-    from ..train import RunDirError, TrainingDiverged, run_training
+    """Run training. Bad input (a config, data, init model or run folder that cannot be used) is a
+    :class:`lengthgen.errors.UserError`, checked before anything is written and reported by
+    ``lengthgen.cli.main`` (exit status 2); a run that fails on valid input (divergence, a full disk)
+    is a message and exit status 1."""
+    from ..errors import UserError
+    from ..train import TrainingDiverged, run_training
 
     try:
         run_training(cfg, out, stage=stage)
-    except (TrainingDiverged, RunDirError, DataError, OSError) as e:
+    except UserError:
+        raise
+    except (TrainingDiverged, OSError) as e:
         print(f"lengthgen {stage}: {e}", file=sys.stderr)
         return 1
     return 0

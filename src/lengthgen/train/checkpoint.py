@@ -29,7 +29,8 @@ import torch
 import yaml
 
 from lengthgen import io
-from lengthgen.config import config_hash, run_config
+from lengthgen.config import config_hash, read_yaml, run_config
+from lengthgen.errors import UserError
 
 CKPT_PREFIX = "step_"
 TRAINER_FILE = "trainer.pt"
@@ -39,8 +40,8 @@ MODEL_FILES = ("model.safetensors", "config.json")   # a model folder (models.sa
 OPERATIONAL_KEYS = ("progress", "tensorboard", "wandb", "log_every", "checkpoint_every", "keep_checkpoints")
 
 
-class RunDirError(RuntimeError):
-    """A run folder that cannot be used as asked; the message says why and what to do."""
+class RunDirError(UserError, RuntimeError):
+    """A run folder that cannot be used as asked; the message says why and what to do (a user error)."""
 
 
 def identity_hash(cfg: Mapping) -> str:
@@ -118,7 +119,10 @@ class RunDir:
                 raise RunDirError(f"{self.root} has checkpoints but no config.yaml: it is not a complete "
                                   "run folder; use a new --out folder")
             return False
-        saved = yaml.safe_load(self.config.read_text()) or {}
+        saved = read_yaml(self.config, "run config") or {}
+        if not isinstance(saved, dict):
+            raise RunDirError(f"{self.config} does not hold a config mapping: it is not a lengthgen run folder; "
+                              "use a new --out folder")
         if identity_hash(saved) != identity_hash(cfg):
             diff = _diff(run_config(saved), run_config(cfg))
             raise RunDirError(
@@ -182,7 +186,16 @@ class RunDir:
 
     @staticmethod
     def load_trainer_state(checkpoint: Path) -> dict:
-        return torch.load(Path(checkpoint) / TRAINER_FILE, map_location="cpu", weights_only=False)
+        """The trainer state of ``checkpoint``; a truncated or corrupted file is a :class:`RunDirError`."""
+        import pickle
+
+        path = Path(checkpoint) / TRAINER_FILE
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except (EOFError, RuntimeError, pickle.UnpicklingError) as e:
+            raise RunDirError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}): write the name of "
+                              f"an earlier checkpoint into {Path(checkpoint).parent / 'latest'} (or delete that "
+                              "file to restart), or use a new --out folder") from None
 
 
 def _diff(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lengthgen.config import ConfigError
+
 
 @dataclass
 class Dist:
@@ -70,7 +72,7 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but CUDA is not available: set train.device=cpu (or auto)")
+            raise ConfigError("train.device=cuda but CUDA is not available: set train.device=cpu (or auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -28,17 +28,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_init(path_or_name: str) -> str:
-    """A run folder means its ``final/`` model; a model folder or hub name is taken as it is."""
-    p = Path(path_or_name)
-    if p.is_dir() and (p / "final").is_dir() and not (p / "config.json").exists():
-        return str(p / "final")
-    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / "final").exists():
-        raise ConfigError(f"{p} is a run folder without final/: the run has not finished; finish it "
-                          "(rerun its pretrain command) or pass one of its checkpoints/step_* folders")
-    return str(path_or_name)
-
-
 def build_run_model(cfg: Mapping, vocab_size: int):
     """(model, peak learning rate): fresh weights from the preset, or ``model.init_from``."""
     from lengthgen.models import build_model, load_model, preset_lr
@@ -82,15 +71,10 @@ def run_training(cfg: Mapping, out_dir: str | Path, *, stage: str = "pretrain", 
 
     dist = setup(cfg["train"].get("device", "auto"))
     try:
+        # Everything is checked before anything is written: the run folder's identity, the data, the
+        # init model, the intervention and the trainer's settings. Bad input leaves --out untouched.
         run = RunDir(out_dir)
         existing = run.check_config(cfg)
-        if dist.is_main and not existing:
-            run.write_config(cfg)
-            from lengthgen import io
-
-            io.write_json(run.provenance, provenance(cfg, device=dist.device, stage=stage,
-                                                     world_size=dist.world_size))
-        dist.barrier()
         dataset = open_dataset(dict(cfg))
         seed_everything(cfg["seed"])
         model, lr = build_run_model(cfg, dataset.vocab_size)
@@ -98,6 +82,13 @@ def run_training(cfg: Mapping, out_dir: str | Path, *, stage: str = "pretrain", 
         layout = batch_layout(cfg["train"], dist.world_size)
         batches = build_batches(cfg, dataset.train, layout.rows, dist, intervention.needs_contiguous)
         trainer = Trainer(model, batches, cfg, out_dir, intervention, dist=dist, peak_lr=lr, log=log)
+        if dist.is_main and not existing:
+            run.write_config(cfg)
+            from lengthgen import io
+
+            io.write_json(run.provenance, provenance(cfg, device=dist.device, stage=stage,
+                                                     world_size=dist.world_size))
+        dist.barrier()
         if dist.is_main:
             log(f"{stage}: {trainer.num_params:,} parameters, {trainer.steps} steps of "
                 f"{layout.tokens_per_step:,} tokens, intervention {intervention!r}, peak lr {lr:g}, "
