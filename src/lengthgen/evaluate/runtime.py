@@ -1,5 +1,8 @@
 """What the evaluation and task stages share: device and precision, loading the model under
-evaluation, finding the training context it was trained with, and validation sequences."""
+evaluation, finding the training context it was trained with, and validation sequences.
+
+Bad input (a missing or corrupted model, a CUDA device without CUDA, a length the data cannot
+hold) is a :class:`lengthgen.errors.UserError` naming the path or config key and the fix."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
-import yaml
+
+from lengthgen.config import ConfigError, read_yaml
+from lengthgen.errors import ModelError
 
 PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
 RUN_CONFIG = "config.yaml"
@@ -20,7 +25,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use eval.device=cpu or auto)")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available (use eval.device=cpu or auto)")
     return dev
 
 
@@ -50,6 +55,17 @@ def prepare_model(model: torch.nn.Module, device: torch.device, precision: str) 
 HF_PREFIX = "hf:"
 
 
+def model_source(source: str) -> str:
+    """``--model`` resolved: a run folder means its ``final/`` model, a missing local folder is a
+    :class:`~lengthgen.errors.ModelError` (:func:`lengthgen.models.resolve_model_path`); an
+    ``hf:`` source and a hub name are returned as they are."""
+    if str(source).startswith(HF_PREFIX):
+        return str(source)
+    from lengthgen.models import resolve_model_path
+
+    return resolve_model_path(source)
+
+
 def load_eval_model(source: str, device: torch.device, precision: str):
     """The model to evaluate, ready on ``device``: ``lengthgen.models.load_model(source)`` (a model
     folder or a hub name), or ``hf:NAME_OR_PATH`` for a Hugging Face causal LM behind
@@ -57,7 +73,13 @@ def load_eval_model(source: str, device: torch.device, precision: str):
     if source.startswith(HF_PREFIX):
         from .hf_adapter import HFCausalLM
 
-        return prepare_model(HFCausalLM.from_pretrained(source[len(HF_PREFIX):]), device, precision)
+        name = source[len(HF_PREFIX):]
+        try:
+            model = HFCausalLM.from_pretrained(name)
+        except OSError as e:  # transformers: a missing folder, file or hub repository
+            raise ModelError(f"could not load the Hugging Face model {name} ({type(e).__name__}: {e}): pass a "
+                             "local folder with config.json and weights, or a hub name reachable from here") from None
+        return prepare_model(model, device, precision)
     from lengthgen.models import load_model
 
     return prepare_model(load_model(source), device, precision)
@@ -80,26 +102,38 @@ def read_run_config(model_path: str | Path) -> dict | None:
     found = find_run_config(model_path)
     if found is None:
         return None
-    cfg = yaml.safe_load(found.read_text())
+    cfg = read_yaml(found, "run config")
     if not isinstance(cfg, dict):
-        raise ValueError(f"{found} does not hold a config mapping")
+        raise ConfigError(f"{found} does not hold a config mapping: restore the run's config.yaml, or pass "
+                          "--set eval.train_context=T and a --config with the run's tokenizer")
     return cfg
 
 
 def train_context(cfg: Mapping[str, Any], model_path: str | Path) -> tuple[int, str]:
-    """(T, where it came from): ``eval.train_context`` when set, else the run's ``train.context``.
+    """(T, where it came from) for eval-ppl: ``eval.train_context`` when set, else the run's
+    ``train.context``; checked against ``eval.length`` before anything is evaluated (the verdict
+    needs positions beyond T).
 
-    A model without a run folder (a hub checkpoint) needs ``--set eval.train_context=T``.
+    A model without a run folder (a hub checkpoint) needs ``--set eval.train_context=T``. The model
+    path is resolved first, so a missing folder is reported as missing.
     """
-    explicit = cfg.get("eval", {}).get("train_context")
+    model_path = model_source(str(model_path))
+    ev = cfg.get("eval", {})
+    explicit = ev.get("train_context")
     if explicit is not None:
-        return int(explicit), "eval.train_context"
-    run = read_run_config(model_path)
-    context = ((run or {}).get("train") or {}).get("context")
-    if context is None:
-        raise ValueError(f"the training context of {model_path} is unknown (no run config.yaml with train.context "
-                         "beside it): pass --set eval.train_context=T")
-    return int(context), str(find_run_config(model_path).name)
+        T, where = int(explicit), "eval.train_context"
+    else:
+        run = None if model_path.startswith(HF_PREFIX) else read_run_config(model_path)
+        context = ((run or {}).get("train") or {}).get("context")
+        if context is None:
+            raise ConfigError(f"the training context of {model_path} is unknown (no run config.yaml with "
+                              "train.context beside it): pass --set eval.train_context=T")
+        T, where = int(context), str(find_run_config(model_path).name)
+    length = ev.get("length")
+    if length is not None and length <= T:
+        raise ConfigError(f"eval.length={length} does not reach past the training context T={T} (from {where}): "
+                          f"set eval.length to more than {T} (the verdict compares positions beyond T)")
+    return T, where
 
 
 def check_tokenizer_matches(cfg: Mapping[str, Any], model_path: str | Path) -> None:
@@ -115,22 +149,29 @@ def check_tokenizer_matches(cfg: Mapping[str, Any], model_path: str | Path) -> N
     if ours["kind"] == "byte" and theirs["kind"] == "byte":
         return
     if ours != theirs:
-        raise ValueError(f"the model at {model_path} was trained with tokenizer {theirs} but this evaluation's "
-                         f"data uses {ours}: pass the run's config (--config {find_run_config(model_path)})")
+        raise ConfigError(f"the model at {model_path} was trained with tokenizer {theirs} but this evaluation's "
+                          f"data uses {ours}: pass the run's config (--config {find_run_config(model_path)})")
 
 
 def validation_batches(cfg: Mapping[str, Any], length: int, num_sequences: int, batch_size: int,
-                       vocab_size: int) -> Iterator[torch.Tensor]:
-    """Batches (<= batch_size, length + 1) of validation token ids from ``cfg``'s prepared data."""
-    from lengthgen.data import ValidationSequences, open_dataset
+                       vocab_size: int, keys: str = "eval.length / eval.num_sequences") -> Iterator[torch.Tensor]:
+    """Batches (<= batch_size, length + 1) of validation token ids from ``cfg``'s prepared data.
+
+    The data and the sizes are checked when this is called, not when iteration starts; a length or
+    count the validation split cannot hold is a DataError prefixed with ``keys`` (the config keys
+    that set them)."""
+    from lengthgen.data import DataError, SamplerError, ValidationSequences, open_dataset
 
     ds = open_dataset(cfg)
     if ds.vocab_size > vocab_size:
-        raise ValueError(f"the data's tokenizer has {ds.vocab_size} tokens but the model only {vocab_size}: "
-                         "evaluate with the tokenizer the model was trained with (data.tokenizer)")
+        raise ConfigError(f"the data's tokenizer has {ds.vocab_size} tokens but the model only {vocab_size}: "
+                          "evaluate with the tokenizer the model was trained with (data.tokenizer)")
     if len(ds.val) == 0:
-        raise ValueError("the validation split is empty: raise data.val_fraction and run prepare-data again")
-    yield from ValidationSequences(ds.val, length=length, num_sequences=num_sequences, batch_size=batch_size)
+        raise DataError("the validation split is empty: raise data.val_fraction and run prepare-data again")
+    try:
+        return iter(ValidationSequences(ds.val, length=length, num_sequences=num_sequences, batch_size=batch_size))
+    except SamplerError as e:
+        raise SamplerError(f"{keys}: {e}") from None
 
 
 def tokenizer(cfg: Mapping[str, Any]):

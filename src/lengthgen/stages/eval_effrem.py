@@ -23,7 +23,9 @@ def run(args) -> int:
     import pandas as pd
     import torch
 
+    from lengthgen.config import ConfigError
     from lengthgen.evaluate import DISTANCES, log_cut_points, runtime, suffix_probs
+    from lengthgen.evaluate.remembrance import check_cut_points
     from lengthgen.provenance import provenance
     from lengthgen.results import write_table
 
@@ -33,12 +35,17 @@ def run(args) -> int:
     ev, er = cfg["eval"], cfg["eval"]["effrem"]
     T = er["length"]
     cuts = er["cut_points"] if er["cut_points"] is not None else log_cut_points(T, er["num_cut_points"])
+    try:  # before the model is loaded: cut points the sequences cannot have are a config error
+        check_cut_points(cuts, T)
+    except ValueError as e:
+        raise ConfigError(f"eval.effrem.cut_points (eval.effrem.length={T}): {e}") from None
     device, model = eval_model(args, cfg)
     sums = {d: torch.zeros(len(cuts), dtype=torch.float64) for d in er["distances"]}
     count = 0
     with runtime.autocast(device, ev["precision"]):
         # ValidationSequences yields length + 1 tokens; T tokens make the context x_{0:T}.
-        for batch in runtime.validation_batches(cfg, T - 1, er["num_sequences"], ev["batch_size"], model.vocab_size):
+        for batch in runtime.validation_batches(cfg, T - 1, er["num_sequences"], ev["batch_size"], model.vocab_size,
+                                                keys="eval.effrem.length / eval.effrem.num_sequences"):
             q = suffix_probs(model, batch.to(device), [0, *cuts], er["chunk_size"], er["group_size"])
             for d in er["distances"]:
                 sums[d] += DISTANCES[d](q[:1], q[1:]).sum(1).cpu()

@@ -34,7 +34,8 @@ def run(args) -> int:
     with runtime.autocast(device, ev["precision"]):
         # ValidationSequences yields length + 1 tokens: the state is measured on the first `length`.
         for batch in runtime.validation_batches(cfg, ss["length"], ss["num_sequences"], ev["batch_size"],
-                                                model.vocab_size):
+                                                model.vocab_size,
+                                                keys="eval.state_stats.length / eval.state_stats.num_sequences"):
             acc.update(state_statistics(model, batch[:, :-1].to(device), ss["stride"], ss["components"],
                                         ss["per_head"]))
     data = {"model": args.model, "length": ss["length"], "stride": ss["stride"], "components": ss["components"],

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import functools
 
-    from lengthgen.config import load_config
+    from lengthgen.config import ConfigError, load_config
     from lengthgen.evaluate import runtime
     from lengthgen.models import build_model
     from lengthgen.provenance import provenance
@@ -38,7 +38,8 @@ def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     cp, ev = cfg["tasks"]["copying"], cfg["eval"]
     if cp["min_length"] > cp["max_length"]:
-        raise SystemExit(f"{NAME}: tasks.copying.min_length {cp['min_length']} exceeds max_length {cp['max_length']}")
+        raise ConfigError(f"tasks.copying.min_length={cp['min_length']} exceeds tasks.copying.max_length="
+                          f"{cp['max_length']}: lower min_length or raise max_length")
     overrides = {**cfg["model"]["overrides"], "vocab_size": copying.VOCAB_SIZE}
     model = build_model(cfg["model"]["arch"], preset=cfg["model"]["preset"], seed=cfg["seed"], **overrides)
     summary = finetune(model, functools.partial(copying.train_row, min_length=cp["min_length"],
