@@ -158,5 +158,5 @@ def test_prepare_data_stage(tmp_path, capsys):
     assert out[-1].endswith("manifest.json") and json.loads(open(out[-1]).read())["format"] == "lengthgen.data/1"
     assert main(args) == 0
     assert "up to date" in capsys.readouterr().out
-    assert main(args[:-4] + ["--set", f"data.corpus.path={tmp_path / 'nope'}"]) == 1
+    assert main(args[:-4] + ["--set", f"data.corpus.path={tmp_path / 'nope'}"]) == 2   # a user error
     assert "does not exist" in capsys.readouterr().err

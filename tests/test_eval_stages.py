@@ -6,7 +6,7 @@ import yaml
 
 from lengthgen.cli import main
 from lengthgen.config import resolve
-from lengthgen.data import SamplerError, ValidationSequences, open_dataset, prepare
+from lengthgen.data import ValidationSequences, open_dataset, prepare
 from lengthgen.evaluate import length_generalization, positionwise_loss, state_statistics
 from lengthgen.models import build_model, save_model
 from lengthgen.results import read_table
@@ -77,32 +77,34 @@ def test_eval_ppl_stage(setup, tmp_path):
     assert data["tokens_per_s"] == pytest.approx(3 * 41 / data["eval_seconds"])
 
 
-def test_eval_ppl_needs_a_train_context(setup, tmp_path):
+def test_eval_ppl_needs_a_train_context(setup, tmp_path, capsys):
     bare = tmp_path / "bare"
     save_model(setup["model"], bare)
-    with pytest.raises(ValueError, match="eval.train_context"):
-        main(["eval-ppl", "--config", setup["config"], "--model", str(bare), "--out", str(tmp_path / "x.parquet")])
+    assert main(["eval-ppl", "--config", setup["config"], "--model", str(bare), "--out",
+                 str(tmp_path / "x.parquet")]) == 2
+    assert "--set eval.train_context=T" in capsys.readouterr().err
     assert main(["eval-ppl", "--config", setup["config"], "--model", str(bare), "--out", str(tmp_path / "x.parquet"),
                  "--set", "eval.train_context=4"]) == 0
     assert read_table(tmp_path / "x.parquet")[1]["data"]["train_context_source"] == "eval.train_context"
 
 
-def test_eval_ppl_errors(setup, tmp_path):
+def test_eval_ppl_errors(setup, tmp_path, capsys):
+    """Bad input is one line on stderr and exit status 2 (tests/test_cli_errors.py has the rest)."""
     out = str(tmp_path / "x.parquet")
-    with pytest.raises(SamplerError, match="too few"):
-        main(["eval-ppl", "--config", setup["config"], "--model", setup["model_dir"], "--out", out,
-              "--set", "eval.length=100000"])
-    assert main(["eval-ppl", "--config", setup["config"], "--model", setup["model_dir"], "--out", out,
-                 "--set", "eval.lenght=10"]) == 2                   # a config error names the key
-    with pytest.raises(ValueError, match="longer than the training context"):
-        main(["eval-ppl", "--config", setup["config"], "--model", setup["model_dir"], "--out", out,
-              "--set", "eval.length=8"])
-    with pytest.raises(ValueError, match="tokenizer"):
-        main(["eval-ppl", "--config", setup["config"], "--model", setup["model_dir"], "--out", out,
-              "--set", "data.tokenizer.kind=bpe"])
+
+    def err(*sets):
+        argv = ["eval-ppl", "--config", setup["config"], "--model", setup["model_dir"], "--out", out]
+        assert main(argv + [a for s in sets for a in ("--set", s)]) == 2
+        return capsys.readouterr().err
+
+    assert "eval.length / eval.num_sequences: the validation split" in err("eval.length=100000")
+    assert "eval.lenght" in err("eval.lenght=10")                   # a config error names the key
+    assert "eval.length=8 does not reach past the training context T=8" in err("eval.length=8")
+    assert "tokenizer" in err("data.tokenizer.kind=bpe")
+    assert not (tmp_path / "x.parquet").exists()
 
 
-def test_eval_effrem_stage(setup, tmp_path):
+def test_eval_effrem_stage(setup, tmp_path, capsys):
     out = tmp_path / "effrem.parquet"
     assert main(["eval-effrem", "--config", setup["config"], "--model", setup["model_dir"], "--out", str(out)]) == 0
     frame, header = read_table(out, "eval-effrem")
@@ -116,9 +118,9 @@ def test_eval_effrem_stage(setup, tmp_path):
     tv = float((0.5 * (p - q).abs().sum(-1)).mean())
     row = frame[(frame.distance == "tv") & (frame.cut_point == 20)]
     assert float(row["effrem"].iloc[0]) == pytest.approx(tv, rel=1e-4, abs=1e-6)
-    with pytest.raises(ValueError, match="out of range"):
-        main(["eval-effrem", "--config", setup["config"], "--model", setup["model_dir"], "--out", str(out),
-              "--set", "eval.effrem.cut_points=[0,24]"])
+    assert main(["eval-effrem", "--config", setup["config"], "--model", setup["model_dir"], "--out", str(out),
+                 "--set", "eval.effrem.cut_points=[0,24]"]) == 2
+    assert "eval.effrem.cut_points (eval.effrem.length=24): cut points [24] out of range" in capsys.readouterr().err
 
 
 def test_eval_state_stats_stage(setup, tmp_path):

@@ -95,7 +95,7 @@ def test_rerun_is_noop_and_other_config_is_refused(reference, capsys):
                        load_model(run / "checkpoints" / "step_00000002").lm_head.weight)
     assert stage("pretrain", cfg, run, "study.name=another-study") == 0   # the study grid is not the run's
     assert "already finished" in capsys.readouterr().out
-    assert stage("pretrain", cfg, run, "train.steps=8") == 1
+    assert stage("pretrain", cfg, run, "train.steps=8") == 2            # a foreign run folder: a user error
     err = capsys.readouterr().err
     assert "different config" in err and "differing keys: train.steps)" in err
 
@@ -110,8 +110,9 @@ def test_unknown_key_and_bad_precision(config_file, tmp_path, capsys):
 def test_missing_data_says_how_to_prepare_it(tmp_path, capsys):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(tmp_path / "no-data")))
-    assert stage("pretrain", cfg, tmp_path / "r") == 1
+    assert stage("pretrain", cfg, tmp_path / "r") == 2
     assert "lengthgen prepare-data" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()                         # nothing written on bad input
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(config_file, tmp_path, capsys):
