@@ -32,9 +32,15 @@ def job_of(path):
 
 
 def model_input(mid):
-    """Snakemake input for a model id: its weights file, or nothing for a hub checkpoint."""
+    """Snakemake input for a model id: its weights file, or nothing for a hub checkpoint. A
+    milestone depends on its run's final model (the run writes its milestones before it): the
+    milestones are not declared outputs, since their list is the grid's, not the rule's."""
     m = STUDY.models[mid]
-    return [] if m.kind == "official" else [f"{m.ref}/model.safetensors"]
+    if m.kind == "official":
+        return []
+    if m.kind == "milestone":
+        return [f"{m.ref.rsplit('/milestones/', 1)[0]}/final/model.safetensors"]
+    return [f"{m.ref}/model.safetensors"]
 
 
 def pretrain_job(wildcards):

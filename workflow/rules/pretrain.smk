@@ -7,11 +7,7 @@ rule pretrain:
     input:
         DATA,
     output:
-        f"{RUNS}/pt/{{rid}}/final/model.safetensors",
-        [
-            f"{RUNS}/pt/{{rid}}/milestones/{m}/model.safetensors"
-            for m in CFG["study"]["pretrain"]["milestones"]
-        ],
+        f"{RUNS}/pt/{{rid}}/final/model.safetensors",  # milestones/<m>/ too, written before it (common.smk: model_input)
     log:
         f"{LOGS}/pretrain/{{rid}}.log",
     benchmark:
