@@ -161,6 +161,12 @@ def provenance_text(entries: Sequence[Mapping], scale: str) -> str:
     models = _models(entries)
     if models:
         parts.append(f"Models: {models}.")
+    levels = sorted({h["data"]["verdict"]["ci_level"] for h in headers
+                     if isinstance(h.get("data", {}).get("verdict"), Mapping) and h["data"]["verdict"].get("ci_level")})
+    if levels:
+        n = sorted({h["data"]["num_sequences"] for h in headers if h["data"].get("num_sequences")})
+        parts.append(f"Bands: {', '.join(f'{x:.0%}' for x in levels)} bootstrap intervals over "
+                     f"{'/'.join(map(str, n))} evaluation sequences.")
     if headers:
         parts.append(f"Hardware: {', '.join(hardware)}. Commit: {', '.join(commits)}.")
         n_missing = sum(1 for e in entries for p in e.get("results", {}).values() if not _exists(p))
@@ -263,7 +269,10 @@ def ppl_curve(ax, entry: Mapping, **kw) -> bool:
     _, header = got
     b = header["data"]["buckets"]
     xs = [(x["lo"] + x["hi"]) / 2 for x in b]
-    ax.plot(xs, [x["loss"] for x in b], **kw)
+    (line,) = ax.plot(xs, [x["loss"] for x in b], **kw)
+    if all(x.get("ci_lo") is not None for x in b):  # the bootstrap interval over the evaluation sequences
+        ax.fill_between(xs, [x["ci_lo"] for x in b], [x["ci_hi"] for x in b], color=line.get_color(), alpha=0.15,
+                        linewidth=0)
     return True
 
 
@@ -369,6 +378,9 @@ def _clean(nb) -> None:
                 cp.pop(key, None)
 
 
+KERNEL_START_ATTEMPTS = 3
+
+
 def execute(notebook: str, output: str, parameters: Mapping | None = None, cwd: str = ".") -> None:
     """Execute a jupytext notebook with papermill (kernel python3) into a timestamp-free .ipynb."""
     import jupytext
@@ -378,8 +390,16 @@ def execute(notebook: str, output: str, parameters: Mapping | None = None, cwd: 
     nb = jupytext.read(notebook)
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    ran = papermill.execute_notebook(copy.deepcopy(nb), None, parameters=dict(parameters or {}), kernel_name="python3",
-                                     cwd=cwd, progress_bar=False, report_mode=False)
+    for attempt in range(KERNEL_START_ATTEMPTS):
+        try:
+            ran = papermill.execute_notebook(copy.deepcopy(nb), None, parameters=dict(parameters or {}),
+                                             kernel_name="python3", cwd=cwd, progress_bar=False, report_mode=False)
+            break
+        except RuntimeError as e:  # a cell's error is a PapermillExecutionError, never retried
+            # jupyter picks free TCP ports and binds them later: kernels started together (snakemake
+            # --cores N) can race for one port and die before replying; a new start picks new ports
+            if "Kernel died before replying" not in str(e) or attempt == KERNEL_START_ATTEMPTS - 1:
+                raise
     _clean(ran)
     io.write_text(output, nbformat.writes(ran) + "\n")
 
