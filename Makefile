@@ -8,11 +8,11 @@ SNAKE_ARGS ?=
 
 .PHONY: figures test test-gpu test-slurm all dryrun-paper wheelhouse wheelhouse-workflow bench clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q torch
-	$(PY) -m pip install -q -e ".[workflow,hub,test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[workflow,hub,test]"
 	touch $(STAMP)
 
 figures: $(STAMP)  ## render every figure and table from the committed results

@@ -76,3 +76,24 @@ def test_task_notebooks_read_passkey_results_by_kind(tmp_path):
     entry = {"id": "pt/x", "model": "x", "setting": "zero-shot", "results": {"passkey": str(path)}}
     for stem in ("fig07_passkey_by_length", "fig08_passkey_depth_length"):
         assert all(p.stat().st_size > 0 for p in _render(tmp_path / stem, stem, [entry]))
+
+
+def test_figures_on_a_clean_clone_leave_it_clean(tmp_path):
+    """`snakemake figures` on a fresh clone of HEAD re-renders every figure, table and executed notebook
+    from the committed results into byte-identical files: `git status --porcelain` stays empty (in
+    the environment of constraints.txt, which the committed outputs were rendered in)."""
+    import os
+    import subprocess
+    import sys
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout of the project")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    env = dict(os.environ, PYTHONPATH=str(clone / "src"), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "figures", "--forcerun", "render_figure",
+                          "render_table"], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "render_figure" in run.stdout + run.stderr  # it did render
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == "", f"rendering changed committed files:\n{status.stdout}"
