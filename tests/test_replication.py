@@ -302,3 +302,9 @@ def test_interval_rule_gates_the_failure(tmp_path):
     f = replicate(load_results(noisy_root))["failure_from_scratch"]
     assert f["verdict"] == NOT_SUPPORTED and f["raw_failing"] == [BASE] and f["undetermined"] == []
     assert "largest lower end of a far-gap interval" in f["reason"]
+
+
+def test_stage_rejects_a_non_json_out(tmp_path, capsys):
+    assert main(["replication", "--results", str(tmp_path), "--out", str(tmp_path / "claims.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out must name a .json file" in err[0] and not (tmp_path / "claims.txt").exists()

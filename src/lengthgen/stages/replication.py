@@ -32,8 +32,10 @@ def run(args) -> int:
     from lengthgen.provenance import provenance
     from lengthgen.replication import load_results, replicate
 
+    from lengthgen.errors import UserError
+
     if not args.out.endswith(".json"):
-        raise SystemExit(f"{NAME}: --out must name a .json file, got {args.out}")
+        raise UserError(f"--out must name a .json file, got {args.out}: pass e.g. --out {args.out}.json")
     cfg = load_config(args.config, args.overrides)
     claims = replicate(load_results(args.results), far_margin=cfg["eval"]["verdict"]["far_margin"],
                        fix_fraction=FIX_FRACTION)
