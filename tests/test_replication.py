@@ -52,11 +52,12 @@ def write_stats(root, mid, growth):
                 data={"model": mid, "length": 8 * T, "stride": T})
 
 
-def write_copying(root, name, seed, intervention, acc):
+def write_copying(root, name, seed, intervention, acc, parameters=None):
     ev = {"length": 300, "num_strings": 4, "teacher_forced": {"char_accuracy": min(1.0, acc + 0.1), "string_accuracy": 0.0},
           "greedy": {"char_accuracy": acc, "string_accuracy": 0.0}}
     write_result(root / "copying" / f"{name}_s{seed}.json", "task-copying",
                  {"arch": "mamba2", "intervention": intervention, "eval_length": ev, "train_length": ev,
+                  **({"parameters": parameters} if parameters else {}),
                   "train": {"steps": 4, "min_length": 50, "max_length": 100, "final_loss": 1.0}}, PROV)
 
 
@@ -225,7 +226,7 @@ def test_missing_results_not_measured(tmp_path):
     c = replicate(load_results(root))
     assert all(x["verdict"] == NOT_MEASURED for x in c.values())
     assert c["failure_from_scratch"]["missing"] == [f"{root}/ppl/pt/*.parquet"]
-    assert "found {'zero': 1, 'state_passing': 0}" in c["copying"]["reason"]
+    assert "found {'mamba2 preset None': {'zero': 1, 'state_passing': 0}}" in c["copying"]["reason"]
     assert c["copying"]["raw"] == [f"{root}/copying/mamba2_s0.json"]
 
 
@@ -308,3 +309,20 @@ def test_stage_rejects_a_non_json_out(tmp_path, capsys):
     assert main(["replication", "--results", str(tmp_path), "--out", str(tmp_path / "claims.txt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out must name a .json file" in err[0] and not (tmp_path / "claims.txt").exists()
+
+
+def test_copying_compares_within_one_model_size_and_the_largest_decides(full):
+    """Results of a larger model (its parameter count recorded) are not pooled with the small ones:
+    the largest size with 3 seeds of both variants gives the verdict; every size is reported."""
+    for seed, base in enumerate([0.25, 0.27, 0.29]):
+        write_copying(full, "mamba2-45m", seed, "zero", base, parameters=45_000_000)
+        write_copying(full, "mamba2-45m-sp", seed, "state_passing", 0.28, parameters=45_000_000)
+    k = replicate(load_results(full))["copying"]
+    assert k["scale"] == "mamba2 45.0M" and k["verdict"] == NOT_SUPPORTED     # +0.01, within the base's std 0.016
+    assert k["base_char_acc_mean"] == pytest.approx(0.27) and k["seeds"] == {"zero": 3, "state_passing": 3}
+    assert set(k["scales"]) == {"mamba2 45.0M", "mamba2 preset None"}
+    assert k["scales"]["mamba2 preset None"]["state_passing_char_acc_mean"] == pytest.approx(0.85)
+    assert all("mamba2-45m" in p for p in k["raw"])
+    write_copying(full, "mamba2-1b", 0, "zero", 0.9, parameters=10**9)            # too few seeds: not the verdict
+    k = replicate(load_results(full))["copying"]
+    assert k["scale"] == "mamba2 45.0M" and k["scales"]["mamba2 1000.0M"]["seeds"] == {"zero": 1, "state_passing": 0}

@@ -63,6 +63,9 @@ def test_metrics_match_a_direct_computation():
     assert got["teacher_forced"]["char_accuracy"] == pytest.approx(float(tf.double().mean()))
     assert got["teacher_forced"]["string_accuracy"] == pytest.approx(float(tf.all(1).double().mean()))
     assert got["greedy"]["char_accuracy"] == pytest.approx(float(gr.double().mean()))
+    assert got["teacher_forced"]["by_position"] == pytest.approx(tf.double().mean(0).tolist())
+    assert got["greedy"]["by_position"] == pytest.approx(gr.double().mean(0).tolist())
+    assert len(got["greedy"]["by_position"]) == 3
     with pytest.raises(ValueError, match="one length"):
         copying.evaluate(model, ["ab", "abc"])
 
@@ -82,4 +85,10 @@ def test_stage_trains_with_state_passing_and_evaluates(tmp_path):
     for split in ("train_length", "eval_length"):
         for mode in ("teacher_forced", "greedy"):
             assert 0.0 <= data[split][mode]["char_accuracy"] <= 1.0
+            by_pos = data[split][mode]["by_position"]
+            assert len(by_pos) == data[split]["length"]
+            assert sum(by_pos) / len(by_pos) == pytest.approx(data[split][mode]["char_accuracy"], abs=1e-5)
+    assert data["train"]["sequences"] == 3 * 4 and data["train"]["batch_size"] == 4
+    from lengthgen.models import build_model as bm
+    assert data["parameters"] == sum(p.numel() for p in bm("mamba2", preset="tiny", vocab_size=30).parameters())
     assert (tmp_path / "copy.json.train" / "final").is_dir()

@@ -448,31 +448,53 @@ def claim_state_statistics(res: Results) -> dict:
     return _claim(SUPPORTED if ok else NOT_SUPPORTED, reason, [r for p in pairs for r in p], pairs=rows)
 
 
-def claim_copying(res: Results, min_seeds: int = 3) -> dict:
-    """Mamba-2 trained from scratch on copying, with and without State Passing: mean +- std over seeds
-    of the greedy character accuracy at the evaluation length; supported when State Passing's mean
-    exceeds the base's by more than either one's std."""
-    groups = {"zero": [], "state_passing": []}
-    for r in res.copying.values():
-        if r.data.get("intervention") in groups:
-            groups[r.data["intervention"]].append(r)
-    if any(len(g) < min_seeds for g in groups.values()):
-        counts = {k: len(g) for k, g in groups.items()}
-        return _not_measured(f"needs >= {min_seeds} seeds with and without state passing, found {counts}",
-                             [res.path("copying", "<setting>_s<seed>.json")], [r for g in groups.values() for r in g])
+def _copying_scale(r: Loaded) -> tuple[int, str]:
+    """(parameters or 0, label) of a copying result: results of one model size are compared together."""
+    d = r.data
+    n = d.get("parameters")
+    return (int(n), f"{d['arch']} {n / 1e6:.1f}M") if n else (0, f"{d['arch']} preset {d.get('preset')}")
+
+
+def _copying_numbers(groups: dict) -> dict:
     acc = {k: [r.data["eval_length"]["greedy"]["char_accuracy"] for r in g] for k, g in groups.items()}
     tf = {k: [r.data["eval_length"]["teacher_forced"]["char_accuracy"] for r in g] for k, g in groups.items()}
     lengths = sorted({r.data["eval_length"]["length"] for g in groups.values() for r in g})
     train = sorted({(r.data["train"]["min_length"], r.data["train"]["max_length"]) for g in groups.values() for r in g})
-    n = {"base_char_acc_mean": _mean(acc["zero"]), "base_char_acc_std": _std(acc["zero"]),
-         "state_passing_char_acc_mean": _mean(acc["state_passing"]), "state_passing_char_acc_std": _std(acc["state_passing"]),
-         "base_teacher_forced_char_acc_mean": _mean(tf["zero"]), "base_teacher_forced_char_acc_std": _std(tf["zero"]),
-         "state_passing_teacher_forced_char_acc_mean": _mean(tf["state_passing"]),
-         "state_passing_teacher_forced_char_acc_std": _std(tf["state_passing"]),
-         "seeds": {k: len(g) for k, g in groups.items()}, "eval_lengths": lengths, "train_lengths": [list(t) for t in train]}
+    return {"base_char_acc_mean": _mean(acc["zero"]), "base_char_acc_std": _std(acc["zero"]),
+            "state_passing_char_acc_mean": _mean(acc["state_passing"]),
+            "state_passing_char_acc_std": _std(acc["state_passing"]),
+            "base_teacher_forced_char_acc_mean": _mean(tf["zero"]), "base_teacher_forced_char_acc_std": _std(tf["zero"]),
+            "state_passing_teacher_forced_char_acc_mean": _mean(tf["state_passing"]),
+            "state_passing_teacher_forced_char_acc_std": _std(tf["state_passing"]),
+            "seeds": {k: len(g) for k, g in groups.items()}, "eval_lengths": lengths,
+            "train_lengths": [list(t) for t in train]}
+
+
+def claim_copying(res: Results, min_seeds: int = 3) -> dict:
+    """Mamba-2 trained from scratch on copying, with and without State Passing: mean +- std over seeds
+    of the greedy character accuracy at the evaluation length, per model size (``scales``: results of
+    one size are compared together); the verdict is the largest size with >= ``min_seeds`` seeds of
+    both: supported when State Passing's mean exceeds the base's by more than either one's std."""
+    by_scale: dict = {}
+    for r in res.copying.values():
+        if r.data.get("intervention") in ("zero", "state_passing"):
+            key = _copying_scale(r)
+            by_scale.setdefault(key, {"zero": [], "state_passing": []})[r.data["intervention"]].append(r)
+    every = [r for g in by_scale.values() for rs in g.values() for r in rs]
+    scales = {label: _copying_numbers(g) if all(g.values()) else {"seeds": {k: len(v) for k, v in g.items()}}
+              for (_, label), g in sorted(by_scale.items())}
+    full = [key for key, g in by_scale.items() if all(len(v) >= min_seeds for v in g.values())]
+    if not full:
+        counts = {label: v["seeds"] for label, v in scales.items()}
+        return _not_measured(f"needs >= {min_seeds} seeds with and without state passing at one model size, "
+                             f"found {counts or 'none'}", [res.path("copying", "<setting>_s<seed>.json")], every)
+    key = max(full)
+    groups = by_scale[key]
+    n = {"scale": key[1], **_copying_numbers(groups), "scales": scales}
     diff = n["state_passing_char_acc_mean"] - n["base_char_acc_mean"]
     ok = diff > max(n["base_char_acc_std"], n["state_passing_char_acc_std"])
-    reason = (f"greedy character accuracy at length {'/'.join(map(str, lengths))}: state passing "
+    lengths = n["eval_lengths"]
+    reason = (f"{key[1]}: greedy character accuracy at length {'/'.join(map(str, lengths))}: state passing "
               f"{n['state_passing_char_acc_mean']:.3f} +- {n['state_passing_char_acc_std']:.3f} vs base "
               f"{n['base_char_acc_mean']:.3f} +- {n['base_char_acc_std']:.3f} "
               f"({'a gain beyond' if ok else 'no gain beyond'} the seeds' std)")

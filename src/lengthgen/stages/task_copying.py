@@ -4,7 +4,8 @@ The model is ``model.arch`` / ``model.preset`` (+ ``model.overrides``) with the 
 trained through the project's trainer on strings of ``tasks.copying.min_length..max_length`` with the
 config's intervention (``intervention.name``: ``zero`` or ``state_passing`` for Table 1), in
 ``--work`` (default: the result path + ``.train``).  Writes one JSON result (kind ``task-copying``):
-teacher-forced and greedy character/string accuracy at ``max_length`` and at ``eval_length``.
+teacher-forced and greedy character/string accuracy (and character accuracy by position) at
+``max_length`` and at ``eval_length``, with the model's ``parameters``.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ def run(args) -> int:
         for name, length in (("train_length", cp["max_length"]), ("eval_length", cp["eval_length"])):
             strings = copying.eval_strings(length, cp["eval_sequences"], cfg["seed"])
             results[name] = copying.evaluate(model, strings, ev["chunk_size"], cp["batch_size"])
-    data = {"arch": cfg["model"]["arch"], "preset": cfg["model"]["preset"], "intervention": cfg["intervention"]["name"],
-            "train": {"steps": cp["steps"], "min_length": cp["min_length"], "max_length": cp["max_length"],
-                      "final_loss": summary["loss"]},
+    data = {"arch": cfg["model"]["arch"], "preset": cfg["model"]["preset"], "overrides": cfg["model"]["overrides"],
+            "parameters": sum(p.numel() for p in model.parameters()), "intervention": cfg["intervention"]["name"],
+            "train": {"steps": cp["steps"], "batch_size": cp["batch_size"], "lr": cp["lr"],
+                      "sequences": cp["steps"] * cp["batch_size"], "min_length": cp["min_length"],
+                      "max_length": cp["max_length"], "final_loss": summary["loss"]},
             **results}
     write_result(args.out, KIND, data, provenance(cfg, device=device))
     e = results["eval_length"]

@@ -9,8 +9,8 @@ final state handed on by state passing is the state right after an EOS.
 
 Metrics on a string of length L, teacher-forced (the model reads the true copy; its prediction of
 copy token i is scored) and greedy (the model reads BOS s SEP and generates L tokens from the
-carried state): character accuracy (fraction of the L positions right) and string accuracy
-(all L right).
+carried state): character accuracy (fraction of the L positions right), string accuracy (all L
+right) and the character accuracy at each of the L positions (``by_position``).
 """
 
 from __future__ import annotations
@@ -101,5 +101,11 @@ def evaluate(model, strings: Sequence[str], chunk_size: int = 2048, batch_size: 
         gr_chars.append((greedy == truth).cpu())
     tf, gr = torch.cat(tf_chars), torch.cat(gr_chars)
     return {"length": n, "num_strings": len(strings),
-            "teacher_forced": {"char_accuracy": float(tf.float().mean()), "string_accuracy": float(tf.all(1).float().mean())},
-            "greedy": {"char_accuracy": float(gr.float().mean()), "string_accuracy": float(gr.all(1).float().mean())}}
+            "teacher_forced": _accuracies(tf), "greedy": _accuracies(gr)}
+
+
+def _accuracies(right) -> dict:
+    """Character and string accuracy of a (strings, length) bool tensor, and the character accuracy
+    at every position of the copy (``by_position[j]``: copy token j), which shows where copying breaks."""
+    return {"char_accuracy": float(right.float().mean()), "string_accuracy": float(right.all(1).float().mean()),
+            "by_position": [round(float(x), 6) for x in right.float().mean(0)]}
