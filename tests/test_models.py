@@ -367,3 +367,35 @@ def test_set_backend_reaches_every_mixer():
     assert all(layer.mixer.backend == "torch" for layer in model.backbone.layers)
     with pytest.raises(ValueError, match="backend"):
         model.set_backend("nope")(ids_for(model, 1, 3))
+
+
+def test_the_study_levers_slow_the_initial_decay():
+    """config/config.yaml's failing bases: Mamba-2 `m2-m-slow` starts with every step size in
+    [1e-4, 1e-2] (per-step decay rates dt * A 10x smaller than `m2-m`'s),
+    GLA `gla-s-slow` with a log decay per step 4x smaller than `gla-s`'s (same seed, same weights)."""
+    from pathlib import Path
+
+    import yaml
+
+    models = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["study"]["models"]
+    built = {name: build_model(d["arch"], preset=d["preset"], seed=0, vocab_size=4096, **d["overrides"])
+             for name, d in models.items() if name in ("m2-m", "m2-m-slow", "gla-s", "gla-s-slow")}
+    assert set(built) == {"m2-m", "m2-m-slow", "gla-s", "gla-s-slow"}
+
+    def rates(m):
+        mixers = [layer.mixer for layer in m.backbone.layers]
+        return torch.cat([F.softplus(x.dt_bias.detach()) * torch.exp(x.A_log.detach()) for x in mixers])
+
+    slow_dt = torch.cat([F.softplus(layer.mixer.dt_bias.detach()) for layer in built["m2-m-slow"].backbone.layers])
+    assert slow_dt.min() >= 1e-4 * (1 - 1e-5) and slow_dt.max() <= 1e-2 * (1 + 1e-5)
+    # the same seed draws the same A and the same point of the log-uniform dt range: every head 10x slower
+    torch.testing.assert_close(rates(built["m2-m"]) / rates(built["m2-m-slow"]), torch.full((24,), 10.0), rtol=1e-4, atol=0)
+
+    x = torch.randn(2, 16, 128, generator=torch.Generator().manual_seed(0))
+
+    def log_decay(m):
+        attn = m.backbone.layers[0].attn
+        return (F.logsigmoid(attn.gk_proj(x)) / attn.gate_logit_normalizer).mean()
+
+    with torch.no_grad():
+        assert float(log_decay(built["gla-s"]) / log_decay(built["gla-s-slow"])) == pytest.approx(4.0, rel=1e-6)
