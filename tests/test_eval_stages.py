@@ -136,3 +136,23 @@ def test_eval_state_stats_stage(setup, tmp_path):
     direct = state_statistics(model, ids, 6)
     whole = frame[(frame.layer == -1)].sort_values("position")["std"].to_numpy()
     torch.testing.assert_close(torch.tensor(whole), direct["whole_std"].mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_eval_ppl_of_a_model_that_gives_nan_is_one_line_and_exit_1(setup, tmp_path, capsys):
+    """NaN logits are a failed evaluation of valid input: one line naming the fix, exit 1, no result."""
+    import shutil
+    from pathlib import Path
+
+    from lengthgen.models import load_model, save_model
+
+    run = tmp_path / "nanrun"
+    shutil.copytree(Path(setup["model_dir"]).parent, run)
+    model = load_model(str(run / "final"))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_model(model, run / "final")
+    out = tmp_path / "nan.parquet"
+    assert main(["eval-ppl", "--config", setup["config"], "--model", str(run), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite loss" in err[0] and "eval.precision=fp32" in err[0]
+    assert "Traceback" not in err[0] and not out.exists()

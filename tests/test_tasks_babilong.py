@@ -86,9 +86,11 @@ def test_load_hf_from_a_local_folder(tmp_path):
     rows = write_babilong_folder(tmp_path / "bl")
     assert babilong.load_hf(str(tmp_path / "bl"), "0k", "qa1") == rows
     assert babilong.load_hf(str(tmp_path / "bl"), "0k", "qa2", limit=1) == rows[:1]
-    with pytest.raises(FileNotFoundError, match="qa3"):
+    from lengthgen.data.errors import DataError
+
+    with pytest.raises(DataError, match="qa3.*source=generated"):
         babilong.load_hf(str(tmp_path / "bl"), "0k", "qa3")
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(DataError, match="target"):
         babilong.load_hf(str(tmp_path / "bl"), "1k", "qa2")
     with pytest.raises(ValueError, match="is empty"):
         babilong.load_hf(str(tmp_path / "bl"), "1k", "qa1")

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"lengthgen {args.stage}: {one_line(str(e))}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # a NaN/inf loss or logits (the checks' messages name the fix): valid input, failed run
+        print(f"lengthgen {args.stage}: {one_line(str(e))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -106,7 +106,7 @@ def _check_curve(curve: Tensor, train_context: int) -> None:
         raise ValueError(f"train_context must be >= 1, got {train_context}")
     if curve.numel() <= train_context:
         raise ValueError(f"the curve has {curve.numel()} positions but the training context is {train_context}: "
-                         f"evaluate on sequences longer than the training context (eval.length > {train_context + 1})")
+                         f"evaluate on sequences longer than the training context (eval.length > {train_context})")
 
 
 def _resample_means(losses: Tensor, num_bootstrap: int, seed: int, block: int = 64):

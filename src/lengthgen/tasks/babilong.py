@@ -98,23 +98,31 @@ def load_hf(dataset: str, length: str, task: str, limit: int | None = None) -> l
     """BABILong samples (dicts with input, question, target) from the hub or a local folder."""
     import datasets
 
+    from lengthgen.data.errors import DataError
+
+    fix = ("download the BABILong datasets (RMT-team/babilong) into tasks.babilong.dataset, or use "
+           "tasks.babilong.source=generated")
     folder = Path(dataset)
     if folder.is_dir():
         files = sorted(p for p in (folder / length).glob(f"{task}.*") if p.suffix in (".jsonl", ".json", ".parquet"))
         if not files:
-            raise FileNotFoundError(f"no {length}/{task}.jsonl, .json or .parquet in {folder}")
+            raise DataError(f"no {length}/{task}.jsonl, .json or .parquet in {folder}: {fix}")
         if all(f.stat().st_size == 0 for f in files):
-            raise ValueError(f"{dataset} {length}/{task} is empty")
+            raise DataError(f"{dataset} {length}/{task} is empty: {fix}")
         builder = "parquet" if files[0].suffix == ".parquet" else "json"
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
     else:
-        ds = datasets.load_dataset(dataset, length, split=task)
+        try:
+            ds = datasets.load_dataset(dataset, length, split=task)
+        except (ConnectionError, FileNotFoundError, OSError) as e:  # offline, or not in the local cache
+            raise DataError(f"BABILong {dataset} {length}/{task} could not be loaded ({type(e).__name__}): {fix}") from e
     missing = [f for f in FIELDS if f not in ds.column_names]
     if missing:
-        raise ValueError(f"{dataset} {length}/{task} lacks the fields {missing} (BABILong has input, question, target)")
+        raise DataError(f"{dataset} {length}/{task} lacks the fields {missing} (BABILong has input, question, "
+                        f"target): {fix}")
     rows = [{f: str(r[f]) for f in FIELDS} for r in ds.select(range(min(len(ds), limit or len(ds))))]
     if not rows:
-        raise ValueError(f"{dataset} {length}/{task} is empty")
+        raise DataError(f"{dataset} {length}/{task} is empty: {fix}")
     return rows
 
 
