@@ -161,10 +161,11 @@ def provenance_text(entries: Sequence[Mapping], scale: str) -> str:
     models = _models(entries)
     if models:
         parts.append(f"Models: {models}.")
-    levels = sorted({h["data"]["verdict"]["ci_level"] for h in headers
-                     if isinstance(h.get("data", {}).get("verdict"), Mapping) and h["data"]["verdict"].get("ci_level")})
+    banded = [h for h in headers
+              if isinstance(h.get("data", {}).get("verdict"), Mapping) and h["data"]["verdict"].get("ci_level")]
+    levels = sorted({h["data"]["verdict"]["ci_level"] for h in banded})
     if levels:
-        n = sorted({h["data"]["num_sequences"] for h in headers if h["data"].get("num_sequences")})
+        n = sorted({h["data"]["verdict"]["num_sequences"] for h in banded})
         parts.append(f"Bands: {', '.join(f'{x:.0%}' for x in levels)} bootstrap intervals over "
                      f"{'/'.join(map(str, n))} evaluation sequences.")
     if headers:
