@@ -98,9 +98,9 @@ def mamba_ssm_variants(model: nn.Module) -> list[tuple[str, Callable[[], None]]]
             ("use_mem_eff_path=False, causal_conv1d_fn=None (upstream torch conv fallback)", torch_conv)]
 
 
-def mamba_ssm_pair(preset: str, seed: int) -> tuple[nn.Module, nn.Module]:
+def mamba_ssm_pair(preset: str, seed: int, **overrides) -> tuple[nn.Module, nn.Module]:
     MambaConfig, MambaLMHeadModel = import_mamba_ssm()
-    config = make_config("mamba2", preset)
+    config = make_config("mamba2", preset, **overrides)
     theirs = _seeded(seed, lambda: MambaLMHeadModel(MambaConfig(**mamba_ssm_config_dict(config))))
     with tempfile.TemporaryDirectory() as tmp:
         theirs.save_pretrained(tmp)
@@ -124,12 +124,12 @@ def fla_config_dict(arch: str, config) -> dict:
     raise ValueError(f"fla has no reference for arch {arch!r}")
 
 
-def fla_pair(arch: str, preset: str, seed: int) -> tuple[nn.Module, nn.Module]:
+def fla_pair(arch: str, preset: str, seed: int, **overrides) -> tuple[nn.Module, nn.Module]:
     import fla.models as fm
 
     cfg_cls, model_cls = {"gla": (fm.GLAConfig, fm.GLAForCausalLM),
                           "rwkv6": (fm.RWKV6Config, fm.RWKV6ForCausalLM)}[arch]
-    config = make_config(arch, preset)
+    config = make_config(arch, preset, **overrides)
     theirs = _seeded(seed, lambda: model_cls(cfg_cls(**fla_config_dict(arch, config))))
     with tempfile.TemporaryDirectory() as tmp:
         theirs.save_pretrained(tmp)
@@ -141,23 +141,24 @@ def fla_pair(arch: str, preset: str, seed: int) -> tuple[nn.Module, nn.Module]:
 REFERENCES = {"mamba2": "mamba-ssm MambaLMHeadModel", "gla": "fla GLAForCausalLM", "rwkv6": "fla RWKV6ForCausalLM"}
 
 
-def pair(arch: str, preset: str, seed: int = 0) -> tuple[nn.Module, nn.Module | None, dict]:
+def pair(arch: str, preset: str, seed: int = 0, **overrides) -> tuple[nn.Module, nn.Module | None, dict]:
     """(ours, theirs or None, info): the two models with the same weights, or ours alone with the
-    reason the reference is unavailable."""
+    reason the reference is unavailable. ``overrides`` change the preset's config (as in
+    ``build_model``), e.g. the reduced study's shapes (``study_train`` section)."""
     info = {"reference": REFERENCES.get(arch)}
     try:
         if arch == "mamba2":
-            ours, theirs = mamba_ssm_pair(preset, seed)
+            ours, theirs = mamba_ssm_pair(preset, seed, **overrides)
             info["conv_path"] = mamba_ssm_conv_path()
         elif arch in ("gla", "rwkv6"):
-            ours, theirs = fla_pair(arch, preset, seed)
+            ours, theirs = fla_pair(arch, preset, seed, **overrides)
         else:
             raise ValueError(f"no reference implementation for arch {arch!r}")
         info["same_weights"] = "reference saved with save_pretrained, loaded by lengthgen.models.load_model"
         return ours, theirs, info
     except Exception as e:  # noqa: BLE001 - a missing or broken package is a recorded outcome
         info["unavailable"] = scrub(f"{type(e).__name__}: {e}")[:1000]
-        return build_model(arch, preset, seed=seed), None, info
+        return build_model(arch, preset, seed=seed, **overrides), None, info
 
 
 def logits_of(kind: str) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
