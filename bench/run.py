@@ -29,10 +29,12 @@ SECTIONS = {
     "effrem": "bench.effrem_cost",
     "mamba1_scan": "bench.mamba1_section",
     "profile": "bench.profile_calls",
+    "study_train": "bench.study_train",
     "compile": "bench.compile_time",
     "cpu": "bench.figures_time",
 }
-DEFAULT = [name for name in SECTIONS if name != "cpu"]
+ONLY_WHEN_NAMED = ("cpu", "study_train")  # study_train: many worker launches (minutes of GPU), its own options
+DEFAULT = [name for name in SECTIONS if name not in ONLY_WHEN_NAMED]
 QUICK_DEFAULT = [name for name in DEFAULT if name != "compile"]  # cold compiles take minutes: name it to run it
 
 
@@ -41,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="folder for the per-section JSON files")
     p.add_argument("--only", nargs="+", choices=list(SECTIONS), metavar="SECTION",
                    help=f"sections to run (default: {' '.join(DEFAULT)}; with --quick: {' '.join(QUICK_DEFAULT)}; "
-                        "'cpu' runs only when named)")
+                        "'cpu' and 'study_train' run only when named)")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats (~3-4 min on an H200)")
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu")
     p.add_argument("--tiny", action="store_true", help="tiny presets and shapes: a CPU smoke test of the harness")
@@ -49,6 +51,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="archs of the compile section (default: mamba2 gla; --quick: mamba2)")
     p.add_argument("--train-presets", nargs="+", default=None, metavar="PRESET",
                    help="presets of the train section (default: all of its cases)")
+    g = p.add_argument_group("study_train", "training throughput at the reduced study's shapes (bench/study_train.py)")
+    g.add_argument("--baseline-commit", default=None, metavar="REV",
+                   help="also run the study_train workers on REV's src/ (git archive; or --baseline-tree)")
+    g.add_argument("--baseline-tree", default=None, metavar="DIR",
+                   help="REV's tree made by `python -m bench.study_train --export-baseline REV DIR` (no .git needed)")
+    g.add_argument("--study-models", nargs="+", default=None, metavar="NAME",
+                   help="study.models names (default: m2-m gla-s, and m2-s where defined)")
+    g.add_argument("--study-contexts", nargs="+", type=int, default=None, metavar="T",
+                   help="contexts (default: 16 64 256; --quick: 64; --tiny: 16 64)")
+    g.add_argument("--study-jobs", nargs="+", type=int, default=None, metavar="N",
+                   help="concurrent jobs per measurement (default: 1 4 8; --quick: 1 8; --tiny: 1 2)")
+    g.add_argument("--study-timeout", type=float, default=None, metavar="S",
+                   help="seconds a worker waits at a barrier before the launch is abandoned")
     args = p.parse_args(argv)
     if args.device is None:
         import torch
