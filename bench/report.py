@@ -16,6 +16,9 @@ Ratios (None when not measured; goals in ``GOALS``):
                                  at 32 x 2048 tokens (GPU-bound; the host-bound 8 x 2048 is in raw)
 ``eval_128k_peak_mem_vs_8k``     peak memory of the streamed 128k evaluation / that of 8k (eager runs where measured)
 ``eval_128k_tput_vs_train_fwd``  streamed 128k tokens/s / forward tokens/s at the training shape
+``study_train_vs_before``        aggregate training tokens/s of m2-m at T = 64 with 8 jobs sharing the device,
+                                 this code / the ``--baseline-commit`` code in the same run (section
+                                 ``study_train``); no goal bound is set here (``None``: shown, not judged)
 
 With ``--repeat DIR2`` (any number of folders, each a later ``bench/run.py`` run of some sections,
 e.g. ``--only train interventions``), every ratio is the median over the runs that measured it;
@@ -45,9 +48,10 @@ GOALS = {  # (comparison, bound)
     "intervention_overhead_max": ("<=", 0.03),
     "eval_128k_peak_mem_vs_8k": ("<=", 1.1),
     "eval_128k_tput_vs_train_fwd": (">=", 0.8),
+    "study_train_vs_before": (">=", None),  # the issue's before/after number; its bound is the issue's to set
 }
 MAMBA2_PRESETS = ("mamba2-45m", "mamba2-130m")
-RATIO_SECTIONS = ("train", "interventions", "eval")
+RATIO_SECTIONS = ("train", "interventions", "eval", "study_train")
 GPU_BOUND = ":gpu_bound"  # bench/train_speed.py's key suffix for the GPU-bound shape
 RATIO_CLIP = 3.0
 ROOFLINE_PRESETS = {"mamba2": "mamba2-130m", "gla": "gla-70m", "rwkv6": "rwkv6-70m", "mamba1": "mamba1-130m"}
@@ -119,6 +123,7 @@ def ratios(sections: Mapping) -> dict[str, float | None]:
                                          dig(results, short, mem, "peak_mem_bytes")),
         "eval_128k_tput_vs_train_fwd": _div(dig(results, long, "streamed", "tokens_per_s"),
                                             dig(results, "train_shape_forward", "tokens_per_s")),
+        "study_train_vs_before": dig(sections, "study_train", "results", "target", "ratio_vs_before"),
     }
 
 
@@ -134,9 +139,9 @@ def ratio_runs(runs: list[Mapping]) -> dict[str, dict]:
 
 
 def meets_goal(name: str, value: float | None) -> bool | None:
-    if value is None:
-        return None
     op, bound = GOALS[name]
+    if value is None or bound is None:
+        return None
     return value >= bound if op == ">=" else value <= bound
 
 
@@ -254,6 +259,7 @@ def table(sections: Mapping, result: Mapping | None = None) -> str:
     for arch, r in (dig(sections, "compile", "results") or {}).items():
         lines.append(f"{'compile ' + arch + ' cold | warm-cache first call s':44s} "
                      f"{_fmt(dig(r, 'cold', 'first_call_s'))} | {_fmt(dig(r, 'warm_cache', 'first_call_s'))}")
+    lines.extend(study_lines(dig(sections, "study_train", "results") or {}))
     values = result["ratios"] if result else ratios(sections)
     runs = dig(result, "raw", "ratio_runs") or {}
     for name, value in values.items():
@@ -261,12 +267,34 @@ def table(sections: Mapping, result: Mapping | None = None) -> str:
         op, bound = GOALS[name]
         spread = f" median of {runs[name]['n']} runs, {_fmt(runs[name]['min'])}-{_fmt(runs[name]['max'])}" \
             if name in runs and runs[name]["n"] > 1 else ""
-        lines.append(f"{'ratio ' + name:44s} {_fmt(value)}  (goal {op} {bound}: "
-                     f"{'-' if ok is None else 'met' if ok else 'NOT met'}){spread}")
+        goal = "no goal set" if bound is None else f"goal {op} {bound}: {'-' if ok is None else 'met' if ok else 'NOT met'}"
+        lines.append(f"{'ratio ' + name:44s} {_fmt(value)}  ({goal}){spread}")
     for name, s in sections.items():
         if "error" in s:
             lines.append(f"{'section ' + name + ' failed':44s} {s['error']['error'][:100]}")
     return "\n".join(lines)
+
+
+STUDY_IMPLS = ("ours", "before", "reference")  # bench/study_train.py's IMPLS
+
+
+def study_lines(results: Mapping) -> list[str]:
+    """One line per study_train case and side: aggregate tokens/s by number of concurrent jobs."""
+    lines = []
+    for key, case in (results.get("cases") or {}).items():
+        for impl in STUDY_IMPLS:
+            by_jobs = case.get(impl) or {}
+            if not by_jobs:
+                continue
+            measured = {j: r.get("aggregate_tokens_per_s") for j, r in by_jobs.items()}
+            label = f"study {key} {impl} agg tok/s by jobs"
+            if not any(v is not None for v in measured.values()):
+                first = next(iter(by_jobs.values()))
+                why = first.get("skipped") or first.get("unavailable") or first.get("error") or "not measured"
+                lines.append(f"{label:44s} - ({str(why)[:70]})")
+                continue
+            lines.append(f"{label:44s} " + " | ".join(f"{j}: {_fmt(v)}" for j, v in measured.items()))
+    return lines
 
 
 def _why(r: Mapping) -> str:
@@ -286,8 +314,12 @@ def scale_text(raw: Mapping) -> str:
     """Which sections were measured and with which harness options (the figure's scale)."""
     sections = sorted(k for k, v in raw.items() if isinstance(v, Mapping) and "results" in v)
     quick = any(dig(raw, k, "options", "quick") for k in sections)
+    study = dig(raw, "study_train", "results", "setup") or {}
+    study_text = (f" study_train: {study.get('tokens_per_step')} tokens per step at T = "
+                  f"{', '.join(map(str, study.get('contexts') or []))}, {study.get('timed_steps')} timed steps per job, "
+                  f"jobs {', '.join(map(str, study.get('jobs') or []))}.") if study else ""
     return (f"Measured sections: {', '.join(sections) or 'none'}"
-            f"{' (--quick shapes: 4 x 2048 tokens per training step)' if quick else ''}. ")
+            f"{' (--quick shapes: 4 x 2048 tokens per training step)' if quick else ''}.{study_text} ")
 
 
 def hardware_text(prov: Mapping, smoke: bool) -> str:
@@ -318,11 +350,12 @@ def figure(result: Mapping, outputs: list[str]) -> None:
 
     plotting.style()
     raw = result["raw"]
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.2))
+    fig, axes = plt.subplots(3, 2, figsize=(9, 9.3))
     _train_panel(axes[0, 0], dig(raw, "train", "results") or {}, repeated=bool(raw.get("repeats")))
     _eval_panels(axes[0, 1], axes[1, 0], dig(raw, "eval", "results") or {})
     _ratio_panel(axes[1, 1], result["ratios"], raw.get("ratio_runs") or {})
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    _study_panels(axes[2, 0], axes[2, 1], dig(raw, "study_train", "results") or {})
+    fig.tight_layout(rect=(0, 0.035, 1, 1))
     fig.text(0.01, 0.005, scale_text(raw) + hardware_text(result["provenance"], bool(raw.get("smoke_sections")))
              + commits_text(raw.get("section_commits") or {}),
              fontsize=5.5,
@@ -393,11 +426,12 @@ def _ratio_panel(ax, values: Mapping, runs: Mapping) -> None:
     ys = range(len(names))
     for y, name in zip(ys, names):
         v = values.get(name)
-        op, bound = GOALS[name]
+        op, goal = GOALS[name]
+        bound = 1.0 if goal is None else goal  # no goal: the value itself
         ok = meets_goal(name, v)
         color = "0.7" if ok is None else "tab:green" if ok else "tab:red"
         ax.barh(y, min((v or 0) / bound, RATIO_CLIP), color=color)
-        label = f"{'-' if v is None else f'{v:.3g}'}  (goal {op} {bound})"
+        label = f"{'-' if v is None else f'{v:.3g}'}  " + ("(no goal set)" if goal is None else f"(goal {op} {goal})")
         r = runs.get(name)
         if r and r["n"] > 1:  # the spread over repeated runs
             ax.plot([min(r["min"] / bound, RATIO_CLIP), min(r["max"] / bound, RATIO_CLIP)], [y, y], color="k", lw=1)
@@ -406,8 +440,52 @@ def _ratio_panel(ax, values: Mapping, runs: Mapping) -> None:
     ax.axvline(1.0, color="0.3", lw=0.8)
     ax.set_xlim(0, RATIO_CLIP)
     ax.set_yticks(list(ys), names)
-    ax.set_xlabel(f"value / goal bound (clipped at {RATIO_CLIP})")
+    ax.set_xlabel(f"value / goal bound (no goal: the value; clipped at {RATIO_CLIP})")
     ax.set_title("ratios against their goals")
+
+
+STUDY_STYLES = {"ours": "-", "before": "--", "reference": ":"}
+
+
+def _study_panels(ax_agg, ax_ratio, results: Mapping) -> None:
+    """study_train: aggregate tokens/s against the number of jobs sharing the device (per case and
+    side), and ours / before per case."""
+    cases = results.get("cases") or {}
+    jobs = sorted({int(j) for c in cases.values() for i in STUDY_IMPLS for j in (c.get(i) or {})})
+    before = dig(results, "before", "commit")
+    for n, (key, case) in enumerate(cases.items()):
+        color = f"C{n % 10}"
+        for impl, style in STUDY_STYLES.items():
+            pts = [(int(j), r.get("aggregate_tokens_per_s")) for j, r in (case.get(impl) or {}).items()]
+            pts = [(j, v) for j, v in pts if v]
+            if pts:
+                ax_agg.plot([j for j, _ in pts], [v / 1e3 for _, v in pts], style, marker="o", ms=3, color=color,
+                            label=key if impl == "ours" else None)
+        ours, old = case.get("ours") or {}, case.get("before") or {}
+        ratio = [(int(j), _div(dig(ours, j, "aggregate_tokens_per_s"), dig(old, j, "aggregate_tokens_per_s")))
+                 for j in ours]
+        ratio = [(j, v) for j, v in ratio if v is not None]
+        if ratio:
+            ax_ratio.plot([j for j, _ in ratio], [v for _, v in ratio], marker="o", ms=3, color=color, label=key)
+    if not ax_agg.lines:
+        for ax in (ax_agg, ax_ratio):
+            ax.text(0.5, 0.5, "study_train: not measured", ha="center", va="center", transform=ax.transAxes)
+    for impl, style in STUDY_STYLES.items():  # the line styles, once
+        if any(line.get_linestyle() == style for line in ax_agg.lines):
+            ax_agg.plot([], [], style, color="0.3", label=impl + (f" ({before[:7]})" if impl == "before" and before
+                                                                  else ""))
+    ax_ratio.axhline(1.0, color="0.5", lw=0.8, ls=":")
+    for ax, ylabel, title in ((ax_agg, "aggregate training tokens/s (thousands)",
+                               "study shapes: all jobs together, by jobs sharing the device"),
+                              (ax_ratio, "ours / before, aggregate tokens/s",
+                               f"study shapes: this code / {before[:10] if before else 'the baseline commit'}")):
+        ax.set_xlabel("concurrent training jobs on the device")
+        ax.set_ylabel(ylabel, fontsize=7)
+        ax.set_title(title, fontsize=8)
+        if jobs:
+            ax.set_xticks(jobs)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=5.5)
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -132,6 +132,11 @@ def test_parse_args():
     with pytest.raises(SystemExit):
         run.parse_args(["--out", "d", "--only", "nonsense"])
     assert "cpu" not in run.DEFAULT and run.DEFAULT[0] == "hardware"
+    assert "study_train" not in run.DEFAULT and "study_train" in run.SECTIONS  # only when named
+    args = run.parse_args(["--out", "d", "--device", "cpu", "--tiny", "--only", "study_train", "--baseline-commit",
+                           "9f2cbc4", "--study-jobs", "1", "2", "--study-contexts", "64", "--study-models", "m2-m"])
+    assert (args.baseline_commit, args.study_jobs, args.study_contexts, args.study_models) == \
+        ("9f2cbc4", [1, 2], [64], ["m2-m"])
 
 
 def test_a_failing_section_is_recorded_and_the_next_runs(tmp_path, monkeypatch):
@@ -178,7 +183,8 @@ def synthetic_sections(device="cuda"):
 def test_ratios_from_the_sections():
     r = report.ratios(synthetic_sections())
     assert r == {"mamba2_train_vs_mamba_ssm": 0.9, "gla_train_vs_fla": 1.05, "intervention_overhead_max": 0.025,
-                 "eval_128k_peak_mem_vs_8k": pytest.approx(1.05), "eval_128k_tput_vs_train_fwd": 0.85}
+                 "eval_128k_peak_mem_vs_8k": pytest.approx(1.05), "eval_128k_tput_vs_train_fwd": 0.85,
+                 "study_train_vs_before": None}
     assert report.meets_goal("mamba2_train_vs_mamba_ssm", 0.9) is False
     assert report.meets_goal("intervention_overhead_max", 0.025) is True
     assert report.meets_goal("gla_train_vs_fla", None) is None
@@ -311,3 +317,174 @@ def test_summary_provenance_is_the_ratio_sections_and_commits_are_listed():
     text = report.commits_text(result["raw"]["section_commits"])
     assert "0ld0000000 (compile)" in text and "abc (eval, interventions, train)" in text
     assert report.commits_text({"train": "abc", "eval": "abc"}) == ""
+
+
+# ---------------------------------------------------------------------------- study_train
+def _git_head():
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _positive(x) -> bool:
+    import math
+
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_study_train_cases_follow_the_study_config():
+    from bench import study_train
+
+    cfg = {"data": {"tokenizer": {"vocab_size": 4096}},
+           "train": {"batch_tokens": 65536, "micro_batch": None, "precision": "bf16", "checkpoint_every": 200},
+           "study": {"models": {"m2-m": {"arch": "mamba2", "preset": "tiny", "overrides": {"d_model": 192}},
+                                "m2-m-slow": {"arch": "mamba2", "preset": "tiny"},
+                                "gla-s": {"arch": "gla", "preset": "tiny", "overrides": {"n_layers": 4}}}}}
+    full = common.Options(device="cuda")
+    grid, missing = study_train.cases(full, None, cfg)
+    assert [c["key"] for c in grid] == ["m2-m:T16", "m2-m:T64", "m2-m:T256", "gla-s:T16", "gla-s:T64", "gla-s:T256"]
+    assert missing == {"m2-s": "not in config/config.yaml study.models"}
+    assert {c["rows"] * c["context"] for c in grid} == {65536} and grid[1]["rows"] == 1024
+    assert grid[0]["overrides"] == {"d_model": 192, "vocab_size": 4096}
+    assert study_train.job_counts(full) == [1, 4, 8] and study_train.target_jobs(full) == 8
+    assert study_train.train_settings(cfg, full) == {"micro_batch": None, "precision": "bf16"}
+    tiny = common.Options(device="cpu", tiny=True)
+    grid, _ = study_train.cases(tiny, None, cfg)
+    assert [c["key"] for c in grid] == ["m2-m:T16", "m2-m:T64", "gla-s:T16", "gla-s:T64"]
+    assert {c["tokens_per_step"] for c in grid} == {256} and grid[0]["overrides"]["d_model"] == 32
+    assert study_train.train_settings(cfg, tiny)["precision"] == "fp32"
+    # the issue's target model is one of the real study's
+    assert study_train.TARGET_MODEL in study_train.study_config()["study"]["models"]
+
+
+def test_study_train_aggregate_sums_the_jobs_and_measures_their_overlap():
+    from bench import study_train
+
+    def job(rate, start, end):
+        return {"tokens_per_s": rate, "median_step_s": 100 / rate, "steps_timed": 4, "wall_start": start,
+                "wall_end": end, "peak_mem_bytes": None}
+
+    agg = study_train.aggregate([job(100.0, 0.0, 4.0), job(50.0, 1.0, 5.0)], tokens_per_step=100)
+    assert agg["aggregate_tokens_per_s"] == 150.0 and agg["per_job_tokens_per_s"] == [100.0, 50.0]
+    assert agg["aggregate_wall_tokens_per_s"] == pytest.approx(800 / 5.0)
+    assert agg["overlap_frac"] == pytest.approx(3 / 5) and agg["median_step_s"] == pytest.approx(1.5)
+    broken = study_train.aggregate([job(100.0, 0.0, 4.0), None], tokens_per_step=100)
+    assert "aggregate_tokens_per_s" not in broken and "job 1: no result" in broken["error"]
+    absent = study_train.aggregate([{"unavailable": "no fla"}], tokens_per_step=100)
+    assert absent["unavailable"].endswith("no fla")
+
+
+def test_study_train_baseline_tree_is_exported_and_checked(tmp_path):
+    from bench import study_train
+
+    head = _git_head()
+    if head is None:
+        pytest.skip("no git repository here")
+    info = study_train.export_baseline("HEAD", tmp_path / "tree")
+    assert info["commit"] == head == (tmp_path / "tree" / "COMMIT").read_text().strip()
+    assert (tmp_path / "tree" / "src" / "lengthgen" / "train" / "trainer.py").is_file()
+    got = study_train.baseline_tree(head[:7], str(tmp_path / "tree"), tmp_path)
+    assert got["commit"] == head and got["source"] == "--baseline-tree" and got["src"].endswith("src")
+    assert study_train.baseline_tree("HEAD", str(tmp_path / "tree"), tmp_path)["commit"] == head
+    with pytest.raises(RuntimeError, match="not --baseline-commit"):
+        study_train.baseline_tree("0000000", str(tmp_path / "tree"), tmp_path)
+    with pytest.raises(RuntimeError, match="--export-baseline"):
+        study_train.baseline_tree(None, str(tmp_path), tmp_path)
+
+
+def test_study_train_a_failing_case_is_recorded_and_the_next_case_runs(tmp_path):
+    from bench import study_train
+
+    options = common.Options(device="cpu", tiny=True)
+    cfg = {"data": {}, "train": {"batch_tokens": 256, "micro_batch": None},
+           "study": {"models": {"m2-m": {"arch": "mamba2", "preset": "tiny"}}}}
+    grid, _ = study_train.cases(options, type("A", (), {"study_contexts": [64]})(), cfg)
+    good = {**grid[0], **study_train._counts(grid[0])}
+    bad = {**good, "key": "bad:T64", "overrides": {**good["overrides"], "no_such_field": 1}}
+    per_case, launch = study_train.launch_jobs("ours", [bad, good], 2, options, cfg, str(ROOT / "src"),
+                                               tmp_path / "launch")
+    assert launch["returncodes"] == [0, 0]
+    assert "no_such_field" in per_case["bad:T64"]["error"]
+    assert _positive(per_case["m2-m:T64"]["aggregate_tokens_per_s"])
+
+
+def test_study_train_reference_runs_through_the_same_trainer_step(tmp_path, monkeypatch):
+    """A reference model (here a stand-in with fla's call and output) is driven by the same
+    ``Trainer._train_step`` as ours; the timing gives per-step times and tokens/s."""
+    from bench import study_train
+
+    class FlaLike(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, use_cache):
+            assert use_cache is False
+            return type("Out", (), {"logits": self.inner(input_ids)[0]})()
+
+    options = common.Options(device="cpu", tiny=True)
+    cfg = {"data": {}, "train": {"batch_tokens": 256, "micro_batch": None},
+           "study": {"models": {"gla-s": {"arch": "gla", "preset": "tiny", "overrides": {"n_layers": 4}}}}}
+    grid, _ = study_train.cases(options, type("A", (), {"study_contexts": [16]})(), cfg)
+    case = {**grid[0], **study_train._counts(grid[0])}
+    theirs = FlaLike(build_model("gla", "tiny", seed=0, **case["overrides"]))
+    monkeypatch.setattr(upstream, "pair", lambda arch, preset, seed=0, **o: (None, theirs, {"reference": "fake"}))
+    spec = {"impl": "reference", "device": "cpu", "train": study_train.train_settings(cfg, options),
+            "warmup": 1, "steps": 2}
+    record, trainer = study_train.run_case(spec, case, tmp_path)
+    assert trainer is not None, record
+    assert record["variant"] == "default" and record["attempts"] == [] and record["reference"] == {"reference": "fake"}
+    assert trainer.raw.inner is theirs and trainer.layout.tokens_per_step == 256
+    got = study_train.timed_steps(trainer, 1, 2, trainer.device)
+    trainer.metrics.close()
+    assert got["steps_timed"] == 2 and got["losses_finite"] and _positive(got["tokens_per_s"])
+    assert got["tokens_per_s"] == pytest.approx(256 / got["median_step_s"])
+
+
+def test_study_train_section_end_to_end_with_a_baseline(tmp_path):
+    """The section on the CPU with --tiny: 1 and 2 jobs, ours against HEAD's own src/ (git archive)."""
+    head = _git_head()
+    if head is None:
+        pytest.skip("no git repository here (--baseline-commit needs one; --baseline-tree does not)")
+    assert run.main(["--out", str(tmp_path), "--device", "cpu", "--tiny", "--only", "study_train",
+                     "--baseline-commit", "HEAD"]) == 0
+    section = report.load_sections(tmp_path)["study_train"]
+    assert section["complete"] and "error" not in section, section.get("error")
+    r = section["results"]
+    assert r["setup"]["jobs"] == [1, 2] and r["setup"]["tokens_per_step"] == 256
+    assert r["before"]["commit"] == head and r["before"]["source"] == "git archive"
+    assert set(r["cases"]) == {"m2-m:T16", "m2-m:T64", "gla-s:T16", "gla-s:T64"}
+    for key, case in r["cases"].items():
+        assert case["rows"] * case["context"] == 256 and case["params"] > 0
+        for impl in ("ours", "before"):
+            for jobs in (1, 2):
+                agg = case[impl][str(jobs)]
+                assert "error" not in agg, (key, impl, jobs, agg.get("error"))
+                assert _positive(agg["aggregate_tokens_per_s"]) and _positive(agg["aggregate_wall_tokens_per_s"])
+                assert 0 <= agg["overlap_frac"] <= 1 and len(agg["per_job"]) == jobs
+                for one in agg["per_job"]:
+                    assert one["steps_timed"] == 3 and len(one["step_s"]) == 3 and one["losses_finite"]
+                    assert all(_positive(v) for v in [one["tokens_per_s"], one["median_step_s"], *one["step_s"]])
+        for jobs in ("1", "2"):  # mamba-ssm / fla: measured where installed, else skipped with the reason
+            ref = case["reference"][jobs]
+            assert _positive(ref.get("aggregate_tokens_per_s")) or "reference unavailable" in ref["skipped"]
+    assert [(x["impl"], x["jobs"]) for x in r["launches"] if x["impl"] != "reference"] == \
+        [("ours", 1), ("before", 1), ("ours", 2), ("before", 2)]
+    assert all(x["returncodes"] == [0] * x["jobs"] for x in r["launches"])
+    t = r["target"]
+    assert t["case"] == "m2-m:T64" and t["jobs"] == 2 and _positive(t["ratio_vs_before"])
+    assert t["ratio_vs_before"] == pytest.approx(t["ours_aggregate_tokens_per_s"] / t["before_aggregate_tokens_per_s"])
+    # the report: the ratio is computed, but the section is a smoke run, never a benchmark result
+    with pytest.raises(report.ReportError, match="smoke run"):
+        report.summary({"study_train": section})
+    result = report.summary({"study_train": section}, smoke_ok=True)
+    assert result["ratios"]["study_train_vs_before"] == t["ratio_vs_before"]
+    assert result["raw"]["smoke_sections"] == ["study_train"]
+    text = report.table({"study_train": section}, result)
+    assert "study m2-m:T64 ours agg tok/s by jobs" in text and "ratio study_train_vs_before" in text
+    report.figure(result, [str(tmp_path / "fig.png")])
+    assert (tmp_path / "fig.png").stat().st_size > 0
