@@ -236,6 +236,7 @@ def run(options, section, args=None) -> None:
                     table[key][impl][str(jobs)] = agg
                 section.record("cases", table)
                 section.record("launches", launches)
+                section.record("target", target(table, options))  # kept if a later launch is cut off
     section.record("target", target(table, options))
 
 
