@@ -222,19 +222,20 @@ def test_figure_is_byte_stable(tmp_path):
     assert first[0].startswith(b"%PDF") and b"CreationDate" not in first[0]
 
 
+class FlaLike(torch.nn.Module):
+    """Stands in for an fla model: same weights as ours, fla's call signature and output."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, use_cache):
+        assert use_cache is False
+        return type("Out", (), {"logits": self.inner(input_ids)[0]})()
+
+
 def test_train_case_measures_ours_and_a_reference_with_the_same_batch(monkeypatch):
     from bench import train_speed
-
-    class FlaLike(torch.nn.Module):
-        """Stands in for an fla model: same weights as ours, fla's call signature and output."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, use_cache):
-            assert use_cache is False
-            return type("Out", (), {"logits": self.inner(input_ids)[0]})()
 
     ours = build_model("gla", "tiny", seed=0)
     theirs = FlaLike(build_model("gla", "tiny", seed=0))
@@ -416,15 +417,6 @@ def test_study_train_reference_runs_through_the_same_trainer_step(tmp_path, monk
     """A reference model (here a stand-in with fla's call and output) is driven by the same
     ``Trainer._train_step`` as ours; the timing gives per-step times and tokens/s."""
     from bench import study_train
-
-    class FlaLike(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, use_cache):
-            assert use_cache is False
-            return type("Out", (), {"logits": self.inner(input_ids)[0]})()
 
     options = common.Options(device="cpu", tiny=True)
     cfg = {"data": {}, "train": {"batch_tokens": 256, "micro_batch": None},
