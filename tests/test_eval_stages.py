@@ -72,6 +72,11 @@ def test_eval_ppl_stage(setup, tmp_path):
     assert v["fails_far"] == (v["far_gap_ci"][0] >= v["far_margin"])
     far = data["buckets"][-1]
     assert far["ci_lo"] <= far["loss"] <= far["ci_hi"] and far["ci_lo"] < far["ci_hi"]
+    # each sequence's far-bucket loss, and the id of the windows they were read from
+    assert data["sequence_loss_far"] == pytest.approx(per_seq[:, 32:].mean(1).tolist(), abs=1e-5)
+    assert sum(data["sequence_loss_far"]) / 3 == pytest.approx(v["loss_far"], abs=1e-5)
+    from lengthgen.evaluate.runtime import validation_windows_id
+    assert data["windows"] == validation_windows_id(setup["cfg"], 40, 3) != validation_windows_id(setup["cfg"], 40, 2)
     assert header["provenance"]["config_hash"]
     assert data["eval_seconds"] > 0
     assert data["tokens_per_s"] == pytest.approx(3 * 41 / data["eval_seconds"])

@@ -7,6 +7,7 @@ the stages write; the curves are built so that the expected numbers are known ex
 from __future__ import annotations
 
 import json
+import statistics
 
 import pandas as pd
 import pytest
@@ -16,7 +17,7 @@ from lengthgen.cli import main
 from lengthgen.evaluate.verdict import length_generalization
 from lengthgen.provenance import provenance
 from lengthgen.replication import NOT_MEASURED, NOT_SUPPORTED, SUPPORTED, load_results, parse_post_id, replicate
-from lengthgen.results import write_result, write_table
+from lengthgen.results import read_table, write_result, write_table
 
 T = 16
 BASE = "pt/m2_T16_20x_w0.1_s0"
@@ -326,3 +327,28 @@ def test_copying_compares_within_one_model_size_and_the_largest_decides(full):
     write_copying(full, "mamba2-1b", 0, "zero", 0.9, parameters=10**9)            # too few seeds: not the verdict
     k = replicate(load_results(full))["copying"]
     assert k["scale"] == "mamba2 45.0M" and k["scales"]["mamba2 1000.0M"]["seeds"] == {"zero": 1, "state_passing": 0}
+
+
+def test_the_removed_far_loss_is_paired_by_sequence(tmp_path):
+    """Base and intervention scored on the same windows: the interval of the far loss removed comes
+    from the per-sequence differences; results of other windows (or without them) get none."""
+    root = tmp_path / "r"
+    write_ppl(root, BASE, 2.0, 2.3, step=4 * T)                          # p* 2.0, far 2.3: excess 0.3
+    write_ppl(root, CONTROL, 2.0, 2.0)
+    write_ppl(root, f"post/{BASE[3:]}+tbtt", 2.0, 2.1)
+    write_ppl(root, f"post/{BASE[3:]}+state_passing", 2.0, 2.2)
+    base_far = [2.3 + d for d in (-0.1, 0.0, 0.1, 0.0)]
+    tbtt_far = [2.1 + d for d in (-0.1, 0.05, 0.05, 0.0)]               # differences 0.2, 0.15, 0.25, 0.2
+    for mid, seq, windows in [(BASE, base_far, "w1"), (f"post/{BASE[3:]}+tbtt", tbtt_far, "w1"),
+                              (f"post/{BASE[3:]}+state_passing", [2.2] * 4, "w2")]:
+        path = root / "ppl" / f"{mid}.parquet"
+        frame, header = read_table(path, "eval-ppl")
+        write_table(path, "eval-ppl", frame, PROV, data={**header["data"], "sequence_loss_far": seq, "windows": windows})
+    i = replicate(load_results(root))["interventions_compared"]
+    rows = {r["intervention"]: r for r in i["interventions"]}
+    diffs = [0.2, 0.15, 0.25, 0.2]
+    half = 1.959964 * statistics.stdev(diffs) / 2
+    assert rows["tbtt"]["far_reduction_ci"] == pytest.approx([0.2 - half, 0.2 + half], abs=1e-5)
+    assert rows["tbtt"]["fraction_removed_ci"] == pytest.approx([(0.2 - half) / 0.3, (0.2 + half) / 0.3], abs=1e-4)
+    assert i["best"] == f"post/{BASE[3:]}+tbtt" and i["best_fraction_removed_ci"] == rows["tbtt"]["fraction_removed_ci"]
+    assert rows["state_passing"]["far_reduction_ci"] is None                  # other windows: no pairing

@@ -214,6 +214,20 @@ def _gap_ci(r: Loaded) -> list | None:
     return r.data["verdict"].get("far_gap_ci")
 
 
+def _paired_far_reduction(base: Loaded, post: Loaded, level: float = 0.95) -> tuple[float, float] | None:
+    """Interval of the far loss that ``post`` removes from ``base``, paired by sequence: the mean of
+    the per-sequence differences of their far-bucket losses +- z x its standard error (normal
+    approximation). Only for results of the same validation windows (eval-ppl's ``windows``)."""
+    b, p = base.data.get("sequence_loss_far"), post.data.get("sequence_loss_far")
+    same = base.data.get("windows") is not None and base.data.get("windows") == post.data.get("windows")
+    if not (b and p and same and len(b) == len(p) >= 2):
+        return None
+    diffs = [x - y for x, y in zip(b, p)]
+    half = statistics.NormalDist().inv_cdf((1 + level) / 2) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    mean = statistics.fmean(diffs)
+    return mean - half, mean + half
+
+
 def _fraction_removed(base: dict, fixed_far: float) -> float | None:
     """Share of the base's excess (far loss - in-context minimum) that a fixed version's far loss removes."""
     excess = base["loss_far"] - base["p_star"]
@@ -331,7 +345,10 @@ def claim_interventions_compared(res: Results, base: str | None, fix_fraction: f
     (the representative run post-training targeted does not fail) the numbers are reported and the
     claim is not supported: there is no failure to fix. ``ranking`` orders the interventions by far
     loss (the paper's Fig. 5: State Passing and TBTT first). A ``zero`` post-training of the base (as
-    many steps, zero initial states) is reported as ``continued_training``: what the extra steps alone do."""
+    many steps, zero initial states) is reported as ``continued_training``: what the extra steps alone do.
+    Where base and intervention were evaluated on the same windows with per-sequence losses,
+    ``far_reduction_ci`` / ``fraction_removed_ci`` give the paired interval of what it removes (the
+    verdict reads the point estimate)."""
     if base is None:
         return _not_measured("no failing from-scratch model (see failure_from_scratch) to post-train", [])
     b = res.ppl[base]
@@ -353,6 +370,10 @@ def claim_interventions_compared(res: Results, base: str | None, fix_fraction: f
                      "loss_far_minus_base_min": v["loss_far"] - p_star,
                      "loss_far_minus_base_far": v["loss_far"] - base_far,
                      "fraction_removed": _fraction_removed({"loss_far": base_far, "p_star": p_star}, v["loss_far"])})
+        ci = _paired_far_reduction(b, r)
+        excess = base_far - p_star
+        rows[-1]["far_reduction_ci"] = list(ci) if ci else None
+        rows[-1]["fraction_removed_ci"] = [x / excess for x in ci] if ci and excess > 0 else None
     controls = [r for r in rows if r["intervention"] == "zero"]  # the same steps without an intervention
     rows = [r for r in rows if r["intervention"] != "zero"]
     if not rows:
@@ -372,7 +393,8 @@ def claim_interventions_compared(res: Results, base: str | None, fix_fraction: f
     return _claim(SUPPORTED if ok else NOT_SUPPORTED, reason, [b, *posts.values()], missing, base=base,
                   base_in_context_min=p_star, base_loss_far=base_far, base_far_gap_ci=bv.get("far_gap_ci"),
                   fix_fraction=fix_fraction, best=best["id"], best_loss_far=best["loss_far"],
-                  best_fraction_removed=removed, ranking=ranking, interventions=rows,
+                  best_fraction_removed=removed, best_fraction_removed_ci=best["fraction_removed_ci"],
+                  ranking=ranking, interventions=rows,
                   continued_training=controls[0] if controls else None)
 
 

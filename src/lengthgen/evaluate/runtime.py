@@ -174,6 +174,21 @@ def validation_batches(cfg: Mapping[str, Any], length: int, num_sequences: int, 
         raise SamplerError(f"{keys}: {e}") from None
 
 
+def validation_windows_id(cfg: Mapping[str, Any], length: int, num_sequences: int) -> str:
+    """Names the validation windows :func:`validation_batches` reads: the prepared data's corpus id
+    and validation shards (their checksums) with the window length and count. Two evaluations with
+    the same id scored the same sequences in the same order, so their per-sequence losses pair."""
+    import hashlib
+    import json
+
+    from lengthgen.data import open_dataset
+
+    m = open_dataset(cfg).manifest
+    key = {"corpus": m["corpus"].get("id"), "val": [s.get("sha256") for s in m["splits"]["val"]["shards"]],
+           "length": int(length), "num_sequences": int(num_sequences)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def tokenizer(cfg: Mapping[str, Any]):
     """The tokenizer of ``cfg["data"]["tokenizer"]``: built directly (byte, hf) or, for a trained BPE,
     read from the prepared dataset."""

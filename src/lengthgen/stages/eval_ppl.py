@@ -2,8 +2,10 @@
 
 Writes one Parquet result (kind ``eval-ppl``): a row per position (``position``, mean ``loss``
 in nats; position i is the loss on token i + 1) and, in the header's data, the log-spaced bucket
-means with their bootstrap intervals over the sequences (``ci_lo``, ``ci_hi``), the perplexity and
-the verdict of paper Def. 3.2 with intervals for p*, the far loss and their gap (docs/evaluation.md).
+means with their bootstrap intervals over the sequences (``ci_lo``, ``ci_hi``), the perplexity, the
+verdict of paper Def. 3.2 with intervals for p*, the far loss and their gap (docs/evaluation.md), and
+each sequence's far-bucket loss (``sequence_loss_far``) with the id of the windows (``windows``), so
+that two models evaluated on the same windows can be compared sequence by sequence.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def run(args) -> int:
         "buckets": [{"lo": lo, "hi": hi, "loss": m, "ci_lo": c[0], "ci_hi": c[1]}
                     for (lo, hi), m, c in zip(buckets, bucket_means(curve, buckets), cis)],
         "verdict": verdict.to_dict(),
+        # per sequence, the mean loss over the far bucket: evaluations of one `windows` id pair by sequence
+        "windows": runtime.validation_windows_id(cfg, ev["length"], acc.count),
+        "sequence_loss_far": [round(float(x), 6) for x in rows[:, slice(*verdict.far_bucket)].double().mean(1)],
         "eval_seconds": seconds, "cuda_graph_replays": graphs.replays, "tokens_per_s": acc.count * (ev["length"] + 1) / max(seconds, 1e-9),
     }
     frame = pd.DataFrame({"position": range(curve.numel()), "loss": curve.float().numpy()})
