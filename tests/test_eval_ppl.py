@@ -123,3 +123,18 @@ def test_verdict_errors():
         length_generalization(torch.ones(16), 16)
     with pytest.raises(ValueError, match="NaN"):
         length_generalization(torch.tensor([1.0, float("nan"), 1.0]), 1)
+
+
+@pytest.mark.parametrize("smoothing,window", [("moving_average", None), ("bucket", 7), ("bucket", None)])
+def test_bootstrap_p_star_equals_smoothing_the_whole_resampled_curves(smoothing, window):
+    """The intervals smooth only the windows covering [0, T); that is the same p* as smoothing every
+    resampled curve whole (T = 60 is not a multiple of 7: the straddling bucket counts)."""
+    from lengthgen.evaluate import verdict as vd
+
+    T = 60
+    losses = 2.0 + torch.randn(12, 300, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    v = length_generalization(None, T, smoothing=smoothing, window=window, losses=losses, num_bootstrap=50, seed=5)
+    w = v.window
+    whole = torch.cat([torch.stack([vd.smooth(c, w, smoothing)[:T].min() for c in block])
+                       for block in vd._resample_means(losses, 50, 5)])
+    assert v.p_star_ci == pytest.approx(vd._interval(whole, 0.95, v.p_star), abs=1e-12)

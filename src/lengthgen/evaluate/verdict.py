@@ -140,8 +140,8 @@ def _as_losses(losses) -> Tensor:
 
 def bootstrap_buckets(losses, buckets: list[tuple[int, int]], level: float = 0.95, num_bootstrap: int = 1000,
                       seed: int = 0) -> list[tuple[float, float]] | None:
-    """Percentile interval of each ``[lo, hi)`` bucket's mean loss over resamples of the sequences
-    (rows of ``losses``); None for fewer than two sequences."""
+    """Basic bootstrap interval (``_interval``) of each ``[lo, hi)`` bucket's mean loss over resamples
+    of the sequences (rows of ``losses``); None for fewer than two sequences."""
     losses = _as_losses(losses)
     if losses.shape[0] < 2:
         return None
@@ -184,9 +184,12 @@ def length_generalization(curve: Tensor | None, train_context: int, smoothing: s
     far_gap = loss_far - p_star
     cis: dict = {}
     if losses is not None and losses.shape[0] >= 2 and num_bootstrap >= 1:
+        # p* needs the smoothed curve on [0, T) only: smooth the whole windows that cover it (a
+        # trailing mean and buckets from 0 on a prefix equal the full curve's there)
+        prefix = min(n, -(-train_context // window) * window)
         p_stars, fars = [], []
         for block in _resample_means(losses, num_bootstrap, seed):
-            sm = torch.stack([smooth(c, window, smoothing) for c in block])
+            sm = torch.stack([smooth(c, window, smoothing) for c in block[:, :prefix]])
             p_stars.append(sm[:, :train_context].min(1).values)  # t* re-selected in every resample
             fars.append(block[:, far_lo:far_hi].mean(1))
         ps, fs = torch.cat(p_stars), torch.cat(fars)
