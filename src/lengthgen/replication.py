@@ -228,10 +228,10 @@ def _paired_far_reduction(base: Loaded, post: Loaded, level: float = 0.95) -> tu
     return mean - half, mean + half
 
 
-def _fraction_removed(base: dict, fixed_far: float) -> float | None:
-    """Share of the base's excess (far loss - in-context minimum) that a fixed version's far loss removes."""
-    excess = base["loss_far"] - base["p_star"]
-    return (base["loss_far"] - fixed_far) / excess if excess > 0 else None
+def _fraction_removed(base_far: float, base_p_star: float, removed: float) -> float | None:
+    """Share of the base's excess (far loss - in-context minimum) that ``removed`` nats of far loss are."""
+    excess = base_far - base_p_star
+    return removed / excess if excess > 0 else None
 
 
 def claim_failure_from_scratch(res: Results, margin: float = 0.05) -> dict:
@@ -311,7 +311,8 @@ def claim_failure_from_scratch(res: Results, margin: float = 0.05) -> dict:
            "fixed_loss_far": fixed.data["verdict"]["loss_far"] if fixed else None,
            "fixed_far_gap": fixed.data["verdict"]["far_gap"] if fixed else None,
            "fixed_far_gap_ci": _gap_ci(fixed) if fixed else None,
-           "fixed_fraction_removed": _fraction_removed(base, fixed.data["verdict"]["loss_far"]) if fixed else None}
+           "fixed_fraction_removed": _fraction_removed(base["loss_far"], base["p_star"],
+                                                       base["loss_far"] - fixed.data["verdict"]["loss_far"]) if fixed else None}
     if not failing:
         ci = [r for r in applicable if r["far_gap_ci"] is not None]
         controlled = [r for r in applicable if r["far_gap_ci"] is None and r["fails"] is not None]
@@ -369,11 +370,11 @@ def claim_interventions_compared(res: Results, base: str | None, fix_fraction: f
                      "far_applicable": v["far_applicable"], "fails_far": v["fails_far"],
                      "loss_far_minus_base_min": v["loss_far"] - p_star,
                      "loss_far_minus_base_far": v["loss_far"] - base_far,
-                     "fraction_removed": _fraction_removed({"loss_far": base_far, "p_star": p_star}, v["loss_far"])})
+                     "fraction_removed": _fraction_removed(base_far, p_star, base_far - v["loss_far"])})
         ci = _paired_far_reduction(b, r)
-        excess = base_far - p_star
         rows[-1]["far_reduction_ci"] = list(ci) if ci else None
-        rows[-1]["fraction_removed_ci"] = [x / excess for x in ci] if ci and excess > 0 else None
+        rows[-1]["fraction_removed_ci"] = ([_fraction_removed(base_far, p_star, x) for x in ci]
+                                           if ci and base_far > p_star else None)
     controls = [r for r in rows if r["intervention"] == "zero"]  # the same steps without an intervention
     rows = [r for r in rows if r["intervention"] != "zero"]
     if not rows:
