@@ -6,6 +6,11 @@
   after synchronising. ``launch_s`` close to ``total_s`` means the host, not the GPU, sets the pace.
 * ``interventions``: one training step of each intervention through ``Trainer._train_step`` (the
   ``interventions`` section's model and batch).
+* ``study_steps``: one ``Trainer._train_step`` at the shapes the study trains at: the reduced study's
+  m2-m and gla-s at T = 64 (65,536-token steps, ``study_train``'s cases) and Table 1's copying model
+  (the ``mamba2-45m`` shape with the 30-token copying vocabulary, 64 rows of 202 tokens). ``step_s``
+  (median of a few steps, each ending with the trainer's synchronisation) beside the profile's
+  device time says whether the host or the device sets the pace.
 
 For each, ``torch.profiler`` over one call after warm-up: the operators with the most self host
 time and self device time, the number of kernel launches and of host-device synchronisations and
@@ -24,7 +29,7 @@ import torch
 from bench.common import Options, SectionFile, autocast, free_memory, guarded, sync, synthetic_ids
 
 NAME = "profile"
-TOP = 20
+TOP = 30
 LAUNCH_KEYS = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaLaunchKernelExC")
 BLOCKING_KEYS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpyAsync",
                  "cudaMemcpy")
@@ -95,21 +100,71 @@ def run(options: Options, section: SectionFile, args=None) -> None:
     from lengthgen.evaluate import runtime
     from lengthgen.models import build_model
 
-    preset = options.preset("mamba2-130m")
-    model = runtime.prepare_model(build_model("mamba2", preset, seed=0), options.torch_device, "bf16")
-    chunk = options.pick(CHUNK, CHUNK, 128)
-    rows, context = options.pick((8, 2048), (4, 2048), (2, 64))
-    section.data.update(model=preset)
-    section.record("forward_streamed_chunk", guarded(lambda: forward_case(model, 1, chunk, carry_state=True, options=options)))
-    section.record("forward_training_shape", guarded(lambda: forward_case(model, rows, context, carry_state=False, options=options)))
-    del model
-    free_memory()
-    with tempfile.TemporaryDirectory() as tmp:
-        section.record("interventions", guarded(lambda: intervention_steps(options, Path(tmp))))
-    free_memory()
+    wanted = set(getattr(args, "profile_cases", None) or ("forward", "interventions", "study_steps"))
+    if "forward" in wanted:
+        preset = options.preset("mamba2-130m")
+        model = runtime.prepare_model(build_model("mamba2", preset, seed=0), options.torch_device, "bf16")
+        chunk = options.pick(CHUNK, CHUNK, 128)
+        rows, context = options.pick((8, 2048), (4, 2048), (2, 64))
+        section.data.update(model=preset)
+        section.record("forward_streamed_chunk",
+                       guarded(lambda: forward_case(model, 1, chunk, carry_state=True, options=options)))
+        section.record("forward_training_shape",
+                       guarded(lambda: forward_case(model, rows, context, carry_state=False, options=options)))
+        del model
+        free_memory()
+    for name, fn in (("interventions", intervention_steps), ("study_steps", study_steps)):
+        if name in wanted:
+            with tempfile.TemporaryDirectory() as tmp:
+                section.record(name, guarded(lambda: fn(options, Path(tmp), args)))
+            free_memory()
 
 
-def intervention_steps(options: Options, tmp: Path) -> dict:
+def study_cases(options: Options, models=None) -> list[dict]:
+    """study_train's cases at T = 64 (``models``, default m2-m and gla-s), and the copying model of Table 1."""
+    from bench import study_train
+    from lengthgen.tasks import copying
+
+    class _Args:
+        study_models, study_contexts = list(models or ("m2-m", "gla-s")), [options.pick(64, 64, 16)]
+
+    grid, _ = study_train.cases(options, _Args())
+    T = copying.row_context(options.pick(100, 100, 8))
+    grid.append({"key": f"copying:T{T}", "arch": "mamba2", "preset": options.preset("mamba2-45m"),
+                 "overrides": {"vocab_size": copying.VOCAB_SIZE}, "context": T, "rows": options.pick(64, 64, 4),
+                 "tokens_per_step": options.pick(64, 64, 4) * T})
+    return grid
+
+
+def study_steps(options: Options, tmp: Path, args=None) -> dict:
+    from bench import study_train
+    from lengthgen.models import build_model
+
+    cfg = study_train.study_config()
+    train = study_train.train_settings(cfg, options)
+    out = {}
+    for case in study_cases(options, getattr(args, "study_models", None)):
+        model = build_model(case["arch"], case["preset"], seed=0, **case["overrides"])
+        case = {**case, "token_ids": model.config.vocab_size}
+        spec = {"impl": "ours", "train": train, "warmup": 3, "steps": 10**6, "device": options.device}
+        trainer = study_train.make_trainer(model, spec, case, tmp / case["key"].replace(":", "_"))
+        for step in range(3):  # warm-up: autotune
+            trainer._train_step(step)
+        times = []
+        for step in range(3, 3 + options.pick(5, 3, 1)):
+            t0 = time.perf_counter()
+            trainer._train_step(step)
+            times.append(time.perf_counter() - t0)
+        out[case["key"]] = {"rows": case["rows"], "context": case["context"], "tokens_per_step": case["tokens_per_step"],
+                            "params": model.num_parameters(), "step_s": statistics.median(times),
+                            "profile": profile_table(lambda: trainer._train_step(10), options)}
+        trainer.metrics.close()
+        del trainer, model
+        free_memory()
+    return out
+
+
+def intervention_steps(options: Options, tmp: Path, args=None) -> dict:
     from bench.intervention_overhead import INTERVENTIONS, make_trainers, shapes
 
     trainers, shape = make_trainers(options, tmp, *shapes(options)["mamba2_host_bound"])

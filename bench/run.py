@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="archs of the compile section (default: mamba2 gla; --quick: mamba2)")
     p.add_argument("--train-presets", nargs="+", default=None, metavar="PRESET",
                    help="presets of the train section (default: all of its cases)")
+    p.add_argument("--profile-cases", nargs="+", default=None, choices=("forward", "interventions", "study_steps"),
+                   help="cases of the profile section (default: all)")
     g = p.add_argument_group("study_train", "training throughput at the reduced study's shapes (bench/study_train.py)")
     g.add_argument("--baseline-commit", default=None, metavar="REV",
                    help="also run the study_train workers on REV's src/ (git archive; or --baseline-tree)")
