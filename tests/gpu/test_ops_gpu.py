@@ -192,20 +192,37 @@ def test_linear_attention_kernels_split_and_carry():
 
 
 # ----------------------------------------------------------------------------- causal conv
-def test_causal_conv1d_on_cuda():
-    """The compiled causal-conv1d when installed; the torch path on CUDA otherwise (auto)."""
+def conv_kernel_available():
+    return (_backend.kernel_unavailable_reason("causal_conv1d") is None
+            or _backend.kernel_unavailable_reason("fla_conv") is None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_causal_conv1d_kernel(dtype):
+    """The compiled causal-conv1d when installed, else fla's Triton conv: outputs, final window and every
+    gradient (the window's included) vs float64. x in ``dtype`` as Mamba's in_proj gives it (a
+    channel-last view of a wider tensor), weight, bias and window in float32 as the parameters are."""
+    if not conv_kernel_available():
+        pytest.skip("neither causal-conv1d's extension nor fla's conv is installed")
     torch.manual_seed(3)
-    x, w, bias, st = (torch.randn(2, 64, 512), torch.randn(64, 4), torch.randn(64), torch.randn(2, 64, 3))
-    dtype = torch.float32
-    inputs = [leaf(x, dtype), leaf(w, dtype), leaf(bias, dtype), leaf(st, dtype)]
-    if _backend.kernel_unavailable_reason("causal_conv1d") is None:
-        fn = lambda x, w, b, s, backend: causal_conv1d(x, w, b, conv_state=s, backend=backend)  # noqa: E731
-        compare("causal_conv1d", fn, inputs, dtype)
-    y, s = causal_conv1d(*inputs[:3], conv_state=inputs[3], backend="auto")
-    ry, rs = causal_conv1d(*(t.detach().double() for t in inputs[:3]), conv_state=inputs[3].detach().double(),
-                           backend="torch")  # fmt: skip
-    print(f"\ncausal_conv1d auto: out={rel(y, ry):.2e}, state={rel(s, rs):.2e}")
-    assert rel(y, ry) < 1e-5 and rel(s, rs) < 1e-6
+    wide = leaf(torch.randn(2, 512, 80), dtype)       # (b, l, channels + 16): x is 64 of its channels
+    w, bias, st = leaf(torch.randn(64, 4) / 2, torch.float32), leaf(torch.randn(64), torch.float32), \
+        leaf(torch.randn(2, 64, 3), torch.float32)
+
+    def fn(wide, w, b, s, backend):
+        return causal_conv1d(wide[..., 8:72].transpose(1, 2), w, b, conv_state=s, backend=backend)
+
+    compare("causal_conv1d", fn, [wide, w, bias, st], dtype)
+
+
+def test_causal_conv1d_kernel_split_and_carry():
+    if not conv_kernel_available():
+        pytest.skip("neither causal-conv1d's extension nor fla's conv is installed")
+    torch.manual_seed(4)
+    x, w, bias = torch.randn(2, 64, 512, device=DEV), torch.randn(64, 4, device=DEV), torch.randn(64, device=DEV)
+    fn = lambda x, s: causal_conv1d(x, w, bias, conv_state=s, backend="auto")  # noqa: E731
+    for split in (1, 3, 200):
+        split_matches("causal_conv1d", fn, [x], split, 2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])

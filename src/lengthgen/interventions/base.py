@@ -55,6 +55,11 @@ class Intervention:
     def end_step(self, all_reduce: Callable[[Tensor], Tensor] | None = None) -> None:
         pass
 
+    @property
+    def keeps_final_state(self) -> bool:
+        """Whether :meth:`observe` uses the final states (the trainer then hands it copies it may keep)."""
+        return type(self).observe is not Intervention.observe
+
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
         return {"name": self.name}

@@ -52,6 +52,10 @@ def _import_triton_selective_scan() -> None:
     importlib.import_module("lengthgen.ops.triton.selective_scan")
 
 
+def _import_fla_conv() -> None:
+    importlib.import_module("fla.modules.causal_conv1d")
+
+
 def _import_causal_conv1d() -> None:
     from lengthgen.ops._mamba_import import causal_conv1d_fn
 
@@ -67,6 +71,7 @@ KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "fla_swiglu": ("flash-linear-attention (fla-core, its SwiGLU kernel)", _import_fla_swiglu),
     "triton_selective_scan": ("triton (lengthgen's Mamba-1 selective-scan kernel)", _import_triton_selective_scan),
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),
+    "fla_conv": ("flash-linear-attention (fla-core, its Triton causal conv1d)", _import_fla_conv),
 }
 
 

@@ -6,8 +6,11 @@ then the activation.  The new state is the last ``w - 1`` entries of ``z``, so w
 shorter than the window the old state fills the rest.  Splitting a sequence anywhere and carrying
 the state is therefore exact.
 
-GPU: causal-conv1d's ``causal_conv1d_fn`` when its compiled extension is installed (its
-``initial_states`` path wants channel-last tensors, which this module arranges); otherwise the
+GPU, in order of preference: causal-conv1d's ``causal_conv1d_fn`` when its compiled extension is
+installed (its ``initial_states`` path wants channel-last tensors, which this module arranges);
+fla's Triton ``causal_conv1d`` (forward and backward fused with the bias and SiLU, reading the
+channel-last view Mamba's ``in_proj`` produces without a copy; its state holds ``w`` columns, of
+which the kernel reads the last ``w - 1``, so ours is padded by one unread column); otherwise the
 torch path, which runs on CUDA too.
 """
 
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lengthgen.ops._backend import state_dtype, use_kernel
+from lengthgen.ops._backend import kernel_unavailable_reason, state_dtype, use_kernel
 
 ACTIVATIONS = (None, "silu")
 
@@ -78,6 +81,15 @@ def _conv_kernel(x, weight, bias, conv_state, activation) -> tuple[Tensor, Tenso
     return y.contiguous(), state.to(state_dtype(x, weight, conv_state))
 
 
+def _fla_conv_kernel(x, weight, bias, conv_state, activation) -> tuple[Tensor, Tensor]:
+    from fla.modules.causal_conv1d import causal_conv1d as fla_causal_conv1d
+
+    init = None if conv_state is None else F.pad(conv_state.to(x.dtype), (1, 0))  # column 0 is never read
+    y, final = fla_causal_conv1d(x.transpose(1, 2), weight, bias, initial_state=init, output_final_state=True,
+                                 activation=activation, backend="triton")
+    return y.transpose(1, 2), final[:, :, 1:].to(state_dtype(x, weight, conv_state))
+
+
 def causal_conv1d(
     x: Tensor,
     weight: Tensor,
@@ -92,8 +104,13 @@ def causal_conv1d(
     left with the old state when l < w - 1), in float32 (float64 for float64 inputs).
     """
     _check(x, weight, bias, conv_state, activation)
-    # causal-conv1d handles widths 2-4; a sequence shorter than the window stays on the torch path
+    # both kernels take widths 2-4 and at least w - 1 steps; shorter sequences stay on the torch path
     fits = 2 <= weight.shape[1] <= 4 and x.shape[-1] >= weight.shape[1] - 1
-    if use_kernel(backend, "causal_conv1d", x, weight, bias, conv_state) and fits:
-        return _conv_kernel(x, weight, bias, conv_state, activation)
+    compiled = x.is_cuda and kernel_unavailable_reason("causal_conv1d") is None
+    if use_kernel(backend, "causal_conv1d" if compiled else "fla_conv", x, weight, bias, conv_state):
+        if fits:
+            return (_conv_kernel if compiled else _fla_conv_kernel)(x, weight, bias, conv_state, activation)
+        if backend == "kernel":
+            raise ValueError(f"causal_conv1d: the kernels take widths 2-4 and at least width - 1 steps, got width "
+                             f"{weight.shape[1]} and {x.shape[-1]} steps; use backend='torch'")
     return causal_conv1d_reference(x, weight, bias, conv_state, activation)

@@ -25,6 +25,7 @@ from lengthgen.train.budget import batch_layout, milestone_steps, total_steps
 from lengthgen.train.checkpoint import (RunDir, RunDirError, copy_model_folder, is_model_folder, rng_state,
                                         set_rng_state, write_folder)
 from lengthgen.train.distributed import Dist, resolve_device
+from lengthgen.train.graphed import StepGraphs
 from lengthgen.train.metrics import Loggers, MetricsLog
 from lengthgen.train.optim import build_optimizer, set_schedule
 from lengthgen.train.schedule import lr_at, weight_decay_at
@@ -97,8 +98,11 @@ class Trainer:
         if precision == "bf16" and self.device.type != "cuda":
             raise ConfigError("train.precision=bf16 needs CUDA (bf16 autocast over fp32 weights); "
                               "on the CPU set train.precision=fp32 or fp64")
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16"
-                         else contextlib.nullcontext())
+        graphs = (self.train.get("cuda_graphs", True) and self.device.type == "cuda" and not self.dist.enabled
+                  and not self.train.get("compile") and len(self.layout.micro_rows(self.dist.rank)) == 1)
+        # a graph replays autocast's casts of the weights: its weight cache must be off
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphs)
+                         if precision == "bf16" else contextlib.nullcontext())
         self.raw.to(device=self.device, dtype=PRECISIONS[precision])
         self.model = self.raw
         if self.dist.enabled:
@@ -114,8 +118,11 @@ class Trainer:
             raise ConfigError(f"intervention {self.intervention.name!r} needs the contiguous sampler "
                               "(data.ContiguousStreams), but the batch source is "
                               f"{type(batches).__name__}")
-        self.optimizer = build_optimizer(self.raw, self.peak_lr, self.train["weight_decay"], self.train["betas"])
+        self.optimizer = build_optimizer(self.raw, self.peak_lr, self.train["weight_decay"], self.train["betas"],
+                                         fused=self.device.type == "cuda")
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.graphs = StepGraphs(self._graph_body, self.params) if graphs else None
+        self._init_layout = self._final_layout = None  # state layouts for the graph body
         self.metrics = MetricsLog(self.run.metrics)
         self.step = 0
 
@@ -181,6 +188,31 @@ class Trainer:
         set_schedule(self.optimizer, lr, wd)
         batch = Batch.coerce(next(self.batches), self.batches)
         self._check_batch(batch)
+        loss_value, grad_norm = (self._graphed_pass if self.graphs else self._eager_pass)(step, batch)
+        self.optimizer.step()
+        if self.graphs is None:  # a graph rewrites the gradients it holds (train.graphed)
+            self.optimizer.zero_grad(set_to_none=True)
+        self.intervention.end_step(self.dist.all_reduce if self.dist.enabled else None)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - t0
+        return {"step": step + 1, "loss": loss_value, "lr": lr, "weight_decay": wd, "grad_norm": grad_norm,
+                "tokens": (step + 1) * self.layout.tokens_per_step,
+                "tokens_per_s": self.layout.tokens_per_step / max(elapsed, 1e-9)}
+
+    def _forward_backward(self, inputs: Tensor, targets: Tensor, scale: Tensor, init) -> tuple[Tensor, object]:
+        """Summed loss of one micro-batch (its backward scaled by ``scale``) and the final state."""
+        with self.autocast:
+            logits, final = self.model(inputs, state=init)
+        if logits.dtype in (torch.bfloat16, torch.float16):
+            logits = logits.float()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+        (loss * scale.to(loss.dtype)).backward()
+        return loss.detach(), final
+
+    def _eager_pass(self, step: int, batch: Batch) -> tuple[float, float]:
+        """Forward and backward of every micro-batch, then clipping: (mean loss, gradient norm)."""
         inputs = batch.inputs.to(self.device, non_blocking=True)
         targets = batch.targets.to(self.device, non_blocking=True)
         n_valid = self.dist.all_reduce((targets != IGNORE_INDEX).sum().to(torch.float64))
@@ -196,15 +228,9 @@ class Trainer:
             init = self.intervention.initial_state(self.raw, rows, step, device=self.device, reset=reset)
             sync = j == len(micro) - 1 or not self.dist.enabled
             with contextlib.nullcontext() if sync else self.model.no_sync():
-                with self.autocast:
-                    logits, final = self.model(inputs[local], state=init)
-                if logits.dtype in (torch.bfloat16, torch.float16):
-                    logits = logits.float()
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[local].reshape(-1),
-                                       ignore_index=IGNORE_INDEX, reduction="sum")
-                (loss * scale.to(loss.dtype)).backward()
+                loss, final = self._forward_backward(inputs[local], targets[local], scale, init)
             self.intervention.observe(rows, final.detach())
-            loss_sum += loss.detach().to(torch.float64)
+            loss_sum += loss.to(torch.float64)
         loss_value = (self.dist.all_reduce(loss_sum) / n_valid).item()
         if not math.isfinite(loss_value):
             raise TrainingDiverged(step + 1, "the loss", loss_value, self._latest_name())
@@ -212,15 +238,38 @@ class Trainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
         if not math.isfinite(grad_norm):
             raise TrainingDiverged(step + 1, "the gradient norm", grad_norm, self._latest_name())
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.intervention.end_step(self.dist.all_reduce if self.dist.enabled else None)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        elapsed = time.perf_counter() - t0
-        return {"step": step + 1, "loss": loss_value, "lr": lr, "weight_decay": wd, "grad_norm": grad_norm,
-                "tokens": (step + 1) * self.layout.tokens_per_step,
-                "tokens_per_s": self.layout.tokens_per_step / max(elapsed, 1e-9)}
+        return loss_value, grad_norm
+
+    def _graphed_pass(self, step: int, batch: Batch) -> tuple[float, float]:
+        """The same step through :class:`train.graphed.StepGraphs` (one process, one micro-batch): the
+        batch is checked on the host, the loss and norm are read with one synchronisation."""
+        n_valid = int((batch.targets != IGNORE_INDEX).sum())
+        if n_valid == 0:
+            raise ValueError(f"step {step + 1}: every target of the batch is ignored (-100)")
+        self.raw.check_input_ids(batch.inputs)  # a replay does not check the ids; the batch is on the host
+        rows = self.layout.micro_rows(self.dist.rank)[0]
+        init = self.intervention.initial_state(self.raw, rows, step, device=self.device, reset=batch.reset)
+        self._init_layout = init
+        scale = torch.tensor(1.0 / n_valid, dtype=torch.float64).to(self.device, non_blocking=True)
+        inputs = batch.inputs.to(self.device, non_blocking=True)
+        targets = batch.targets.to(self.device, non_blocking=True)
+        loss, norm, *final = self.graphs(inputs, targets, scale, *(() if init is None else init.flat()))
+        if self.intervention.keeps_final_state:  # the graph's buffers are rewritten by the next step
+            self.intervention.observe(rows, self._final_layout.with_flat(t.clone() for t in final))
+        loss_sum, grad_norm = torch.stack([loss.double(), norm.double()]).tolist()
+        loss_value = loss_sum / n_valid
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(step + 1, "the loss", loss_value, self._latest_name())
+        if not math.isfinite(grad_norm):
+            raise TrainingDiverged(step + 1, "the gradient norm", grad_norm, self._latest_name())
+        return loss_value, grad_norm
+
+    def _graph_body(self, inputs: Tensor, targets: Tensor, scale: Tensor, *init: Tensor) -> tuple[Tensor, ...]:
+        state = self._init_layout.with_flat(init) if init else None
+        loss, final = self._forward_backward(inputs, targets, scale, state)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.train.get("grad_clip") or math.inf)
+        self._final_layout = final
+        return (loss, norm, *final.detach().flat())
 
     def _check_batch(self, batch: Batch) -> None:
         want = (self.layout.rows_per_rank, self.layout.context)
@@ -295,4 +344,5 @@ class Trainer:
     def _summary(self, last: dict | None) -> dict:
         return {"run_dir": str(self.run.root), "steps": self.steps, "step": self.step,
                 "num_params": self.num_params, "tokens_per_step": self.layout.tokens_per_step,
+                "graph_replays": self.graphs.replays if self.graphs else 0,
                 "loss": None if last is None else last["loss"]}
