@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="contexts (default: 16 64 256; --quick: 64; --tiny: 16 64)")
     g.add_argument("--study-jobs", nargs="+", type=int, default=None, metavar="N",
                    help="concurrent jobs per measurement (default: 1 4 8; --quick: 1 8; --tiny: 1 2)")
+    g.add_argument("--study-impls", nargs="+", default=None, choices=("ours", "before", "reference"),
+                   help="sides to measure (default: all three)")
     g.add_argument("--study-timeout", type=float, default=None, metavar="S",
                    help="seconds a worker waits at a barrier before the launch is abandoned")
     args = p.parse_args(argv)

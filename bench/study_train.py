@@ -219,7 +219,7 @@ def run(options, section, args=None) -> None:
         reference = _probe_references(grid)
         section.record("reference", reference)
         for jobs in levels:
-            for impl in IMPLS:
+            for impl in [i for i in IMPLS if i in (getattr(args, "study_impls", None) or IMPLS)]:
                 todo = [c for c in grid if _wanted(impl, c, trees, reference)]
                 for c in grid:
                     if c not in todo:
@@ -526,7 +526,9 @@ def timed_steps(trainer, first_step: int, n: int, device) -> dict:
             "wall_start": wall_start, "wall_end": wall_end, "trainer_median_step_s": statistics.median(trainer_s),
             "loss_first": losses[0], "loss_last": losses[-1],
             "losses_finite": all(math.isfinite(v) for v in losses),
-            "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
+            "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
+            "graph_replays": getattr(getattr(trainer, "graphs", None), "replays", None),
+            "graph_capture_error": getattr(getattr(trainer, "graphs", None), "capture_error", None)}
 
 
 def run_case(spec: Mapping, case: Mapping, tmp: Path) -> tuple[dict, Any]:

@@ -42,6 +42,7 @@ class StepGraphs:
         self.seen: set[tuple] = set()
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[Tensor], tuple[Tensor, ...]]] = {}
         self.replays = 0  # how many calls a graph served (tests and benchmarks read it)
+        self.capture_error: str | None = None
 
     @staticmethod
     def signature(inputs: tuple[Tensor, ...]) -> tuple:
@@ -57,22 +58,24 @@ class StepGraphs:
             self.replays += 1
             return static_out
         self._clear_grads()
-        if not self.enabled or key not in self.seen:
-            self.seen.add(key)
-            return self._side_stream(inputs)
-        try:
-            graph, static_in, static_out = self._capture(inputs)
-        except Exception as e:  # noqa: BLE001 - a body that cannot be captured still trains eagerly
-            warnings.warn(f"CUDA graph capture of the training step failed ({type(e).__name__}: {e}); "
-                          "training without graphs (set train.cuda_graphs=false to skip the attempt)",
-                          RuntimeWarning, stacklevel=2)
-            self.enabled = False
-            self._clear_grads()
-            return self._side_stream(inputs)
-        self.graphs[key] = (graph, static_in, static_out)
-        graph.replay()
-        self.replays += 1
-        return static_out
+        if self.enabled and key in self.seen:
+            try:
+                graph, static_in, static_out = self._capture(inputs)
+            except Exception as e:  # noqa: BLE001 - a body that cannot be captured still trains eagerly
+                self.capture_error = f"{type(e).__name__}: {e}"
+                warnings.warn(f"CUDA graph capture of the training step failed ({self.capture_error}); training "
+                              "without graphs (set train.cuda_graphs=false to skip the attempt)",
+                              RuntimeWarning, stacklevel=2)
+                self.enabled = False
+                self._clear_grads()
+            else:
+                self.graphs[key] = (graph, static_in, static_out)
+                graph.replay()
+                self.replays += 1
+                return static_out
+        first = key not in self.seen
+        self.seen.add(key)
+        return self._side_stream(inputs) if self.enabled and first else self.body(*inputs)
 
     def _clear_grads(self) -> None:
         for p in self.params:

@@ -268,8 +268,8 @@ class Trainer:
         state = self._init_layout.with_flat(init) if init else None
         loss, final = self._forward_backward(inputs, targets, scale, state)
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.train.get("grad_clip") or math.inf)
-        self._final_layout = final
-        return (loss, norm, *final.detach().flat())
+        self._final_layout = final = final.detach()  # a kept autograd graph would tie the next capture to this stream
+        return (loss, norm, *final.flat())
 
     def _check_batch(self, batch: Batch) -> None:
         want = (self.layout.rows_per_rank, self.layout.context)
