@@ -9,8 +9,9 @@
 * ``study_steps``: one ``Trainer._train_step`` at the shapes the study trains at: the reduced study's
   m2-m and gla-s at T = 64 (65,536-token steps, ``study_train``'s cases) and Table 1's copying model
   (the ``mamba2-45m`` shape with the 30-token copying vocabulary, 64 rows of 202 tokens). ``step_s``
-  (median of a few steps, each ending with the trainer's synchronisation) beside the profile's
-  device time says whether the host or the device sets the pace.
+  (median of a few steps, each ending with the trainer's synchronisation; the step replayed as a
+  CUDA graph where ``train.cuda_graphs`` applies) and ``step_s_eager`` (the same step run eagerly)
+  beside the eager step's profile and device time say whether the host or the device sets the pace.
 
 For each, ``torch.profiler`` over one call after warm-up: the operators with the most self host
 time and self device time, the number of kernel launches and of host-device synchronisations and
@@ -146,20 +147,30 @@ def study_steps(options: Options, tmp: Path, args=None) -> dict:
     for case in study_cases(options, getattr(args, "study_models", None)):
         model = build_model(case["arch"], case["preset"], seed=0, **case["overrides"])
         case = {**case, "token_ids": model.config.vocab_size}
-        spec = {"impl": "ours", "train": train, "warmup": 3, "steps": 10**6, "device": options.device}
-        trainer = study_train.make_trainer(model, spec, case, tmp / case["key"].replace(":", "_"))
-        for step in range(3):  # warm-up: autotune
-            trainer._train_step(step)
-        times = []
-        for step in range(3, 3 + options.pick(5, 3, 1)):
-            t0 = time.perf_counter()
-            trainer._train_step(step)
-            times.append(time.perf_counter() - t0)
-        out[case["key"]] = {"rows": case["rows"], "context": case["context"], "tokens_per_step": case["tokens_per_step"],
-                            "params": model.num_parameters(), "step_s": statistics.median(times),
-                            "profile": profile_table(lambda: trainer._train_step(10), options)}
-        trainer.metrics.close()
-        del trainer, model
+        record = {"rows": case["rows"], "context": case["context"], "tokens_per_step": case["tokens_per_step"],
+                  "params": model.num_parameters()}
+        # the step as it trains (train.cuda_graphs: replayed where it applies), then eagerly: the eager
+        # step's profile names the operators behind each kernel, which a graph replay does not
+        for suffix, graphs in (("", True), ("_eager", False)):
+            spec = {"impl": "ours", "train": {**train, "cuda_graphs": graphs}, "warmup": 3, "steps": 10**6,
+                    "device": options.device}
+            trainer = study_train.make_trainer(model, spec, case, tmp / f"{case['key'].replace(':', '_')}{suffix}")
+            for step in range(3):  # warm-up: autotune, graph capture
+                trainer._train_step(step)
+            times = []
+            for step in range(3, 3 + options.pick(5, 3, 1)):
+                t0 = time.perf_counter()
+                trainer._train_step(step)
+                times.append(time.perf_counter() - t0)
+            record[f"step_s{suffix}"] = statistics.median(times)
+            record[f"graph_replays{suffix}"] = trainer.graphs.replays if trainer.graphs else 0
+            if not graphs:
+                record["profile"] = profile_table(lambda: trainer._train_step(10), options)
+            trainer.metrics.close()
+            del trainer
+            free_memory()
+        out[case["key"]] = record
+        del model
         free_memory()
     return out
 
