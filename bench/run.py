@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="concurrent jobs per measurement (default: 1 4 8; --quick: 1 8; --tiny: 1 2)")
     g.add_argument("--study-impls", nargs="+", default=None, choices=("ours", "before", "reference"),
                    help="sides to measure (default: all three)")
+    g.add_argument("--study-set", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="train keys for this tree's workers only (e.g. cuda_graphs=false)")
     g.add_argument("--study-timeout", type=float, default=None, metavar="S",
                    help="seconds a worker waits at a barrier before the launch is abandoned")
     args = p.parse_args(argv)

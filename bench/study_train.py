@@ -137,6 +137,20 @@ def train_settings(cfg: Mapping, options) -> dict:
     return train
 
 
+def ours_train_overrides(args=None) -> dict:
+    """``--study-set KEY=VALUE`` train keys (values parsed as YAML) for this tree's workers only:
+    e.g. ``cuda_graphs=false`` measures this code's step without CUDA graphs."""
+    import yaml
+
+    out = {}
+    for item in getattr(args, "study_set", None) or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--study-set takes KEY=VALUE (a train key), got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 # ---------------------------------------------------------------------------- the code before
 def export_baseline(rev: str, dest: str | Path, repo: Path = ROOT) -> dict:
     """``src/`` of commit ``rev`` into ``dest/src`` (``git archive``), its full hash in ``dest/COMMIT``."""
@@ -203,7 +217,8 @@ def run(options, section, args=None) -> None:
     setup = {"config": "config/config.yaml", "models_missing": missing, "contexts": contexts(options, args),
              "jobs": levels, "warmup_steps": warmup, "timed_steps": timed,
              "tokens_per_step": grid[0]["tokens_per_step"] if grid else None,
-             "train": train_settings(cfg, options), "intervention": "zero",
+             "train": train_settings(cfg, options), "ours_train_overrides": ours_train_overrides(args),
+             "intervention": "zero",
              "target": {"model": TARGET_MODEL, "context": TARGET_CONTEXT, "jobs": target_jobs(options)}}
     section.record("setup", setup)
     table = {c["key"]: {**{k: v for k, v in c.items() if k != "key"}, **{i: {} for i in IMPLS}} for c in grid}
@@ -303,7 +318,8 @@ def launch_jobs(impl: str, todo: list[dict], jobs: int, options, cfg: Mapping, s
     warmup, timed = steps(options)
     spec = {"impl": impl, "device": options.device, "jobs": jobs, "src": src, "sync_dir": str(work / "sync"),
             "parent_pid": os.getpid(),
-            "train": train_settings(cfg, options), "warmup": warmup, "steps": timed,
+            "train": {**train_settings(cfg, options), **(ours_train_overrides(args) if impl == "ours" else {})},
+            "warmup": warmup, "steps": timed,
             "barrier_timeout_s": float(getattr(args, "study_timeout", None) or options.pick(1200, 600, 120)),
             "cases": todo}
     (work / "sync").mkdir()

@@ -480,3 +480,15 @@ def test_study_train_section_end_to_end_with_a_baseline(tmp_path):
     assert "study m2-m:T64 ours agg tok/s by jobs" in text and "ratio study_train_vs_before" in text
     report.figure(result, [str(tmp_path / "fig.png")])
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_study_set_overrides_ours_train_keys_only():
+    from types import SimpleNamespace
+
+    from bench import study_train
+
+    args = SimpleNamespace(study_set=["cuda_graphs=false", "grad_clip=0.5"])
+    assert study_train.ours_train_overrides(args) == {"cuda_graphs": False, "grad_clip": 0.5}
+    assert study_train.ours_train_overrides(SimpleNamespace()) == {}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        study_train.ours_train_overrides(SimpleNamespace(study_set=["cuda_graphs"]))

@@ -128,6 +128,17 @@ class Backbone(nn.Module):
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
 
 
+def _id_range(ids: Tensor) -> tuple[int, int]:
+    """(min, max) of a token-id tensor: on the device one pass and one sync; on the host through
+    numpy, single-threaded (torch's CPU reductions start its thread pool, which costs milliseconds
+    per call when several training jobs share a machine's cores)."""
+    if ids.device.type == "cpu":
+        a = ids.numpy()
+        return int(a.min()), int(a.max())
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()
+    return int(lo), int(hi)
+
+
 def _capturing(t: Tensor) -> bool:
     return isinstance(t, Tensor) and t.is_cuda and torch.cuda.is_current_stream_capturing()
 
@@ -217,7 +228,7 @@ class LanguageModel(nn.Module):
         if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
             raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
         if token_range and input_ids.numel():
-            lo, hi = torch.stack(torch.aminmax(input_ids)).tolist()  # one pass, one device sync
+            lo, hi = _id_range(input_ids)
             if lo < 0 or hi >= self.vocab_size:
                 raise ValueError(
                     f"token ids must lie in [0, {self.vocab_size}) for this model, got range [{lo}, {hi}]: "

@@ -31,6 +31,14 @@ from lengthgen.train.optim import build_optimizer, set_schedule
 from lengthgen.train.schedule import lr_at, weight_decay_at
 
 IGNORE_INDEX = -100
+
+
+def count_scored(targets: Tensor) -> int:
+    """How many targets are scored (not IGNORE_INDEX); host tensors through numpy, single-threaded
+    (torch's CPU reductions start its thread pool: milliseconds per step when jobs share the cores)."""
+    if targets.device.type == "cpu":
+        return int((targets.numpy() != IGNORE_INDEX).sum())
+    return int((targets != IGNORE_INDEX).sum())
 PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
 
 
@@ -243,7 +251,7 @@ class Trainer:
     def _graphed_pass(self, step: int, batch: Batch) -> tuple[float, float]:
         """The same step through :class:`train.graphed.StepGraphs` (one process, one micro-batch): the
         batch is checked on the host, the loss and norm are read with one synchronisation."""
-        n_valid = int((batch.targets != IGNORE_INDEX).sum())
+        n_valid = count_scored(batch.targets)
         if n_valid == 0:
             raise ValueError(f"step {step + 1}: every target of the batch is ignored (-100)")
         self.raw.check_input_ids(batch.inputs)  # a replay does not check the ids; the batch is on the host
