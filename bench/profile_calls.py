@@ -114,11 +114,16 @@ def run(options: Options, section: SectionFile, args=None) -> None:
                        guarded(lambda: forward_case(model, rows, context, carry_state=False, options=options)))
         del model
         free_memory()
-    for name, fn in (("interventions", intervention_steps), ("study_steps", study_steps)):
-        if name in wanted:
-            with tempfile.TemporaryDirectory() as tmp:
-                section.record(name, guarded(lambda: fn(options, Path(tmp), args)))
-            free_memory()
+    if "interventions" in wanted:
+        with tempfile.TemporaryDirectory() as tmp:
+            section.record("interventions", guarded(lambda: intervention_steps(options, Path(tmp), args)))
+        free_memory()
+    if "study_steps" in wanted:  # recorded case by case: a run cut off by a time limit keeps the cases done
+        with tempfile.TemporaryDirectory() as tmp:
+            cases: dict = {}
+            section.record("study_steps", cases)
+            study_steps(options, Path(tmp), args, out=cases, on_case=lambda: section.record("study_steps", cases))
+        free_memory()
 
 
 def study_cases(options: Options, models=None) -> list[dict]:
@@ -137,42 +142,47 @@ def study_cases(options: Options, models=None) -> list[dict]:
     return grid
 
 
-def study_steps(options: Options, tmp: Path, args=None) -> dict:
+def study_steps(options: Options, tmp: Path, args=None, out: dict | None = None, on_case=None) -> dict:
+    """Per case key: its record, or the error it raised; ``on_case()`` after each case."""
+    out = {} if out is None else out
+    for case in study_cases(options, getattr(args, "study_models", None)):
+        out[case["key"]] = guarded(lambda: study_step_case(options, case, tmp))
+        free_memory()
+        if on_case is not None:
+            on_case()
+    return out
+
+
+def study_step_case(options: Options, case: dict, tmp: Path) -> dict:
     from bench import study_train
     from lengthgen.models import build_model
 
-    cfg = study_train.study_config()
-    train = study_train.train_settings(cfg, options)
-    out = {}
-    for case in study_cases(options, getattr(args, "study_models", None)):
-        model = build_model(case["arch"], case["preset"], seed=0, **case["overrides"])
-        case = {**case, "token_ids": model.config.vocab_size}
-        record = {"rows": case["rows"], "context": case["context"], "tokens_per_step": case["tokens_per_step"],
-                  "params": model.num_parameters()}
-        # the step as it trains (train.cuda_graphs: replayed where it applies), then eagerly: the eager
-        # step's profile names the operators behind each kernel, which a graph replay does not
-        for suffix, graphs in (("", True), ("_eager", False)):
-            spec = {"impl": "ours", "train": {**train, "cuda_graphs": graphs}, "warmup": 3, "steps": 10**6,
-                    "device": options.device}
-            trainer = study_train.make_trainer(model, spec, case, tmp / f"{case['key'].replace(':', '_')}{suffix}")
-            for step in range(3):  # warm-up: autotune, graph capture
-                trainer._train_step(step)
-            times = []
-            for step in range(3, 3 + options.pick(5, 3, 1)):
-                t0 = time.perf_counter()
-                trainer._train_step(step)
-                times.append(time.perf_counter() - t0)
-            record[f"step_s{suffix}"] = statistics.median(times)
-            record[f"graph_replays{suffix}"] = trainer.graphs.replays if trainer.graphs else 0
-            if not graphs:
-                record["profile"] = profile_table(lambda: trainer._train_step(10), options)
-            trainer.metrics.close()
-            del trainer
-            free_memory()
-        out[case["key"]] = record
-        del model
+    train = study_train.train_settings(study_train.study_config(), options)
+    model = build_model(case["arch"], case["preset"], seed=0, **case["overrides"])
+    case = {**case, "token_ids": model.config.vocab_size}
+    record = {"rows": case["rows"], "context": case["context"], "tokens_per_step": case["tokens_per_step"],
+              "params": model.num_parameters()}
+    # the step as it trains (train.cuda_graphs: replayed where it applies), then eagerly: the eager
+    # step's profile names the operators behind each kernel, which a graph replay does not
+    for suffix, graphs in (("", True), ("_eager", False)):
+        spec = {"impl": "ours", "train": {**train, "cuda_graphs": graphs}, "warmup": 3, "steps": 10**6,
+                "device": options.device}
+        trainer = study_train.make_trainer(model, spec, case, tmp / f"{case['key'].replace(':', '_')}{suffix}")
+        for step in range(3):  # warm-up: autotune, graph capture
+            trainer._train_step(step)
+        times = []
+        for step in range(3, 3 + options.pick(5, 3, 1)):
+            t0 = time.perf_counter()
+            trainer._train_step(step)
+            times.append(time.perf_counter() - t0)
+        record[f"step_s{suffix}"] = statistics.median(times)
+        record[f"graph_replays{suffix}"] = trainer.graphs.replays if trainer.graphs else 0
+        if not graphs:
+            record["profile"] = profile_table(lambda: trainer._train_step(10), options)
+        trainer.metrics.close()
+        del trainer
         free_memory()
-    return out
+    return record
 
 
 def intervention_steps(options: Options, tmp: Path, args=None) -> dict:

@@ -12,6 +12,7 @@ Ratios (None when not measured; goals in ``GOALS``):
 ``mamba2_train_vs_mamba_ssm``    ours / mamba-ssm training tokens/s, the minimum over the Mamba-2 presets
 ``gla_train_vs_fla``             ours / fla training tokens/s, gla-70m (both at the GPU-bound shape,
                                  24 x 2048 tokens, where measured; 8 x 2048 is in raw)
+``rwkv6_train_vs_fla``           the same for RWKV-6, rwkv6-70m against fla's ``RWKV6ForCausalLM``
 ``intervention_overhead_max``    max over state_passing, fitted_noise, tbtt of step time / zero's - 1, mamba2-45m
                                  at 32 x 2048 tokens (GPU-bound; the host-bound 8 x 2048 is in raw)
 ``eval_128k_peak_mem_vs_8k``     peak memory of the streamed 128k evaluation / that of 8k (eager runs where measured)
@@ -45,6 +46,7 @@ FIGURE = "figures/bench_summary"
 GOALS = {  # (comparison, bound)
     "mamba2_train_vs_mamba_ssm": (">=", 1.0),
     "gla_train_vs_fla": (">=", 1.0),
+    "rwkv6_train_vs_fla": (">=", 1.0),
     "intervention_overhead_max": ("<=", 0.03),
     "eval_128k_peak_mem_vs_8k": ("<=", 1.1),
     "eval_128k_tput_vs_train_fwd": (">=", 0.8),
@@ -118,6 +120,7 @@ def ratios(sections: Mapping) -> dict[str, float | None]:
     return {
         "mamba2_train_vs_mamba_ssm": train_ratio(sections, MAMBA2_PRESETS),
         "gla_train_vs_fla": train_ratio(sections, ("gla-70m",)),
+        "rwkv6_train_vs_fla": train_ratio(sections, ("rwkv6-70m",)),
         "intervention_overhead_max": max(overheads.values()) if overheads else None,
         "eval_128k_peak_mem_vs_8k": _div(dig(results, long, mem, "peak_mem_bytes"),
                                          dig(results, short, mem, "peak_mem_bytes")),

@@ -169,7 +169,11 @@ def synthetic_sections(device="cuda"):
              "mamba2-130m": {"ratio_ours_vs_theirs": 0.9, "ours": {"train_tokens_per_s": 90.0},
                              "theirs": {"train_tokens_per_s": 100.0}},
              "gla-70m": {"ratio_ours_vs_theirs": 1.05, "ours": {"train_tokens_per_s": 105.0},
-                         "theirs": {"train_tokens_per_s": 100.0}}}
+                         "theirs": {"train_tokens_per_s": 100.0}},
+             "rwkv6-70m": {"ratio_ours_vs_theirs": 0.9, "ours": {"train_tokens_per_s": 90.0},
+                           "theirs": {"train_tokens_per_s": 100.0}},
+             "rwkv6-70m:gpu_bound": {"ratio_ours_vs_theirs": 0.95, "ours": {"train_tokens_per_s": 95.0},
+                                     "theirs": {"train_tokens_per_s": 100.0}}}
     inter = {"mamba2": {"overhead": {"state_passing": 0.01, "fitted_noise": 0.025, "tbtt": 0.02}}}
     ev = {"train_shape_forward": {"tokens_per_s": 1000.0},
           "8192": {"streamed": {"tokens_per_s": 700.0, "peak_mem_bytes": 2 * 2**30},
@@ -182,7 +186,9 @@ def synthetic_sections(device="cuda"):
 
 def test_ratios_from_the_sections():
     r = report.ratios(synthetic_sections())
-    assert r == {"mamba2_train_vs_mamba_ssm": 0.9, "gla_train_vs_fla": 1.05, "intervention_overhead_max": 0.025,
+    assert r == {"mamba2_train_vs_mamba_ssm": 0.9, "gla_train_vs_fla": 1.05,
+                 "rwkv6_train_vs_fla": 0.95,  # the GPU-bound shape where measured
+                 "intervention_overhead_max": 0.025,
                  "eval_128k_peak_mem_vs_8k": pytest.approx(1.05), "eval_128k_tput_vs_train_fwd": 0.85,
                  "study_train_vs_before": None}
     assert report.meets_goal("mamba2_train_vs_mamba_ssm", 0.9) is False
@@ -492,3 +498,32 @@ def test_study_set_overrides_ours_train_keys_only():
     assert study_train.ours_train_overrides(SimpleNamespace()) == {}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         study_train.ours_train_overrides(SimpleNamespace(study_set=["cuda_graphs"]))
+
+
+def test_profile_study_steps_records_each_case_as_it_finishes(tmp_path, monkeypatch):
+    """A failing case is recorded with its error and the next case runs; the section file holds
+    every finished case before the next starts (a run cut off by a time limit keeps them)."""
+    from bench import profile_calls
+
+    options = common.Options(device="cpu", quick=False, tiny=True)
+    section = common.SectionFile(tmp_path, "profile", {"provenance": {}})
+    real = profile_calls.study_step_case
+    seen_in_file = []
+
+    def case(options, case, tmp):
+        seen_in_file.append(sorted(json.loads((tmp_path / "profile.json").read_text())["results"]["study_steps"]))
+        if case["key"].startswith("gla"):
+            raise RuntimeError("no kernel for this case")
+        return real(options, case, tmp)
+
+    monkeypatch.setattr(profile_calls, "study_step_case", case)
+    profile_calls.run(options, section, type("A", (), {"profile_cases": ["study_steps"], "study_models": None})())
+    got = json.loads((tmp_path / "profile.json").read_text())["results"]["study_steps"]
+    keys = [c["key"] for c in profile_calls.study_cases(options)]
+    assert sorted(got) == sorted(keys) and len(keys) == 3
+    assert seen_in_file == [sorted(keys[:i]) for i in range(3)]
+    gla = next(k for k in keys if k.startswith("gla"))
+    assert "no kernel for this case" in json.dumps(got[gla])
+    for key in (k for k in keys if k != gla):
+        assert got[key]["step_s"] > 0 and got[key]["step_s_eager"] > 0
+        assert got[key]["graph_replays"] == 0 and got[key]["profile"]["host_us"] > 0   # no graphs on the CPU
