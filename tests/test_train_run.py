@@ -222,3 +222,18 @@ def test_batch_of_the_wrong_shape_is_named(train_data_root, tmp_path):
                       log=lambda *a: None)
     with pytest.raises(ValueError, match=r"expected \(4, 32\) \(rows per rank, train.context\)"):
         trainer.fit()
+
+
+def test_host_batch_checks_match_torch_on_strided_views():
+    """The graphed step's host-side checks (numpy, no torch thread pool) count and bound the same
+    values as torch does, on the non-contiguous (rows, T) views a (rows, T + 1) batch gives."""
+    from lengthgen.models.base import _id_range
+    from lengthgen.train.trainer import IGNORE_INDEX, count_scored
+
+    rows = torch.randint(-5, 300, (64, 33), generator=torch.Generator().manual_seed(0))
+    rows[rows < 0] = IGNORE_INDEX
+    inputs, targets = rows[:, :-1], rows[:, 1:]
+    assert not targets.is_contiguous()
+    assert count_scored(targets) == int((targets != IGNORE_INDEX).sum()) > 0
+    assert _id_range(inputs) == (int(inputs.min()), int(inputs.max())) == (IGNORE_INDEX, int(inputs.max()))
+    assert count_scored(torch.full((2, 3), IGNORE_INDEX)) == 0

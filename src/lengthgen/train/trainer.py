@@ -31,6 +31,7 @@ from lengthgen.train.optim import build_optimizer, set_schedule
 from lengthgen.train.schedule import lr_at, weight_decay_at
 
 IGNORE_INDEX = -100
+PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
 
 
 def count_scored(targets: Tensor) -> int:
@@ -39,7 +40,6 @@ def count_scored(targets: Tensor) -> int:
     if targets.device.type == "cpu":
         return int((targets.numpy() != IGNORE_INDEX).sum())
     return int((targets != IGNORE_INDEX).sum())
-PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
 
 
 class TrainingDiverged(RuntimeError):
