@@ -144,20 +144,23 @@ def study_cases(options: Options, models=None) -> list[dict]:
 
 def study_steps(options: Options, tmp: Path, args=None, out: dict | None = None, on_case=None) -> dict:
     """Per case key: its record, or the error it raised; ``on_case()`` after each case."""
+    from bench import study_train
+
     out = {} if out is None else out
+    train = study_train.train_settings(study_train.study_config(), options)
     for case in study_cases(options, getattr(args, "study_models", None)):
-        out[case["key"]] = guarded(lambda: study_step_case(options, case, tmp))
+        out[case["key"]] = guarded(lambda: study_step_case(options, case, train, tmp))
         free_memory()
         if on_case is not None:
             on_case()
     return out
 
 
-def study_step_case(options: Options, case: dict, tmp: Path) -> dict:
+def study_step_case(options: Options, case: dict, train: dict, tmp: Path) -> dict:
+    """One case: the step graphed and eagerly (``train``: the study's train settings)."""
     from bench import study_train
     from lengthgen.models import build_model
 
-    train = study_train.train_settings(study_train.study_config(), options)
     model = build_model(case["arch"], case["preset"], seed=0, **case["overrides"])
     case = {**case, "token_ids": model.config.vocab_size}
     record = {"rows": case["rows"], "context": case["context"], "tokens_per_step": case["tokens_per_step"],

@@ -510,11 +510,11 @@ def test_profile_study_steps_records_each_case_as_it_finishes(tmp_path, monkeypa
     real = profile_calls.study_step_case
     seen_in_file = []
 
-    def case(options, case, tmp):
+    def case(options, case, train, tmp):
         seen_in_file.append(sorted(json.loads((tmp_path / "profile.json").read_text())["results"]["study_steps"]))
         if case["key"].startswith("gla"):
             raise RuntimeError("no kernel for this case")
-        return real(options, case, tmp)
+        return real(options, case, train, tmp)
 
     monkeypatch.setattr(profile_calls, "study_step_case", case)
     profile_calls.run(options, section, type("A", (), {"profile_cases": ["study_steps"], "study_models": None})())
