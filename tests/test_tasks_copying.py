@@ -44,6 +44,24 @@ def test_rows_and_batches_are_deterministic():
     assert copying.eval_strings(5, 3, 0) == copying.eval_strings(5, 3, 0) != copying.eval_strings(5, 3, 1)
 
 
+def test_prefetched_batches_are_the_batches_built_in_turn():
+    make = lambda rng: copying.train_row(rng, 3, 6)  # noqa: E731
+    context = copying.row_context(6)
+    plain = SeededBatches(make, 4, context, seed=3, prefetch=False)
+    ahead = SeededBatches(make, 4, context, seed=3)
+    for _ in range(5):
+        x, y = next(plain), next(ahead)
+        assert torch.equal(x.inputs, y.inputs) and torch.equal(x.targets, y.targets)
+    assert ahead._ahead[0] == 5                                    # batch 5 is being built
+    for step in (2, 9, 5):                                          # resume jumps back, ahead, onto the prefetched one
+        ahead.load_state_dict({"step": step})
+        assert torch.equal(next(ahead).inputs, plain.batch(step).inputs)
+        assert ahead.state_dict() == {"step": step + 1}
+    ahead.close()
+    assert torch.equal(next(ahead).inputs, plain.batch(6).inputs)  # closed: built in turn
+    assert ahead._ahead is None
+
+
 def test_metrics_match_a_direct_computation():
     torch.manual_seed(0)
     model = build_model("mamba2", preset="tiny", vocab_size=copying.VOCAB_SIZE).double().eval()

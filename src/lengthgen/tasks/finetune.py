@@ -31,6 +31,9 @@ def finetune(model, make_row: Callable[[random.Random], tuple[list[int], list[in
                         "micro_batch": min(batch_size, run_cfg["train"]["micro_batch"] or batch_size)}
     run_cfg["intervention"] = {**run_cfg.get("intervention", {}), "name": intervention}
     batches = SeededBatches(make_row, batch_size, context, seed=run_cfg.get("seed", 0))
-    trainer = Trainer(model, batches, run_cfg, run_dir, build_intervention(run_cfg["intervention"],
-                                                                           seed=run_cfg.get("seed", 0)), log=log)
-    return trainer.fit()
+    try:
+        trainer = Trainer(model, batches, run_cfg, run_dir, build_intervention(run_cfg["intervention"],
+                                                                               seed=run_cfg.get("seed", 0)), log=log)
+        return trainer.fit()
+    finally:
+        batches.close()
