@@ -14,15 +14,17 @@
 # Character accuracy at the evaluation length (longer than any training string), mean ± std over seeds
 # per setting: greedy copies (the model writes the copy) and teacher forced (next character given the
 # true prefix), the model's size, and the greedy accuracy over each third of the copy (where copying
-# breaks; results that predate `by_position` show "-"). Reads the task-copying results only; missing
-# results are marked, not invented.
+# breaks; results that predate `by_position` show "-"). The figure beside the table draws the character
+# accuracy at every position of the copy, greedy and teacher forced, mean over seeds (thin lines: each
+# seed). Reads the task-copying results only; missing results are marked, not invented.
 
 # %% tags=["parameters"]
 # spec: the entries to show, passed by the workflow (None: those of config/config.yaml)
 spec = None
 study = "reduced"
 scale = None
-outputs = ["figures/table1_copying.md", "figures/table1_copying.tex"]
+outputs = ["figures/table1_copying.md", "figures/table1_copying.tex", "figures/table1_copying.pdf",
+           "figures/table1_copying.png"]
 
 # %%
 from lengthgen import plotting as lp
@@ -45,9 +47,9 @@ def thirds(curves):
 
 header = ("setting", "parameters", "eval length", "character accuracy (greedy)",
           "character accuracy (teacher forced)", "greedy by third of the copy", "seeds")
-rows = []
+rows, by_position = [], {}  # by_position[label] = (greedy curves, teacher-forced curves)
 for setting, es in lp.group(spec, "setting").items():
-    greedy, forced, lengths, params, curves = [], [], set(), set(), []
+    greedy, forced, lengths, params, curves, tf_curves = [], [], set(), set(), [], []
     for e in es:
         res = lp.load_task(e["results"]["copying"], "task-copying")
         if res is not None:
@@ -58,7 +60,9 @@ for setting, es in lp.group(spec, "setting").items():
             params.add(f"{res['data']['parameters'] / 1e6:.1f}M" if res["data"].get("parameters") else "-")
             if "by_position" in ev["greedy"]:
                 curves.append(ev["greedy"]["by_position"])
+                tf_curves.append(ev["teacher_forced"]["by_position"])
     label = es[0].get("label", setting)
+    by_position[label] = (curves, tf_curves)
     if greedy:
         rows.append((label, "/".join(sorted(params)), "/".join(map(str, sorted(lengths))), mean_std(greedy),
                      mean_std(forced), thirds(curves), str(len(greedy))))
@@ -69,7 +73,35 @@ md += "\n\nStd over seeds (population). " + lp.provenance_text(spec, scale)
 tex = "\\begin{tabular}{lcccccc}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
 tex += "".join(" & ".join(c.replace("±", "$\\pm$") for c in r) + " \\\\\n" for r in rows) + "\\bottomrule\n\\end{tabular}\n"
 tex += "% Std over seeds (population). " + lp.provenance_text(spec, scale)
-lp.save_table(md, tex, outputs)
+lp.save_table(md, tex, [o for o in outputs if o.endswith((".md", ".tex"))])
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+lp.style()
+fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+drawn = []
+for i, (label, (curves, tf_curves)) in enumerate(by_position.items()):
+    for ax, cs in zip(axes, (curves, tf_curves)):
+        if cs:
+            color = f"C{i}"
+            for c in cs:
+                ax.plot(np.arange(1, len(c) + 1), c, color=color, lw=0.4, alpha=0.35)
+            ax.plot(np.arange(1, len(cs[0]) + 1), np.mean(cs, axis=0), color=color, lw=1.2,
+                    label=f"{label} ({len(cs)} seed{'s' if len(cs) > 1 else ''})")
+    if curves:
+        drawn.append(label)
+for ax, title in zip(axes, ("greedy", "teacher forced")):
+    ax.set_title(f"{title}: character accuracy by position")
+    ax.set_xlabel("position in the copy")
+    ax.axhline(1 / 26, color="0.5", ls=":", lw=0.8)  # one letter in 26: a guess
+if drawn:
+    axes[0].set_ylabel("character accuracy")
+    axes[1].legend(fontsize=6)
+else:
+    lp.missing(axes[0], [e["results"]["copying"] for e in spec], "no result with accuracy by position yet")
+lp.footnote(fig, spec, scale)
+lp.save(fig, [o for o in outputs if o.endswith((".pdf", ".png"))])
 
 # %%
 print(md)

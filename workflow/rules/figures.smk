@@ -38,3 +38,18 @@ use rule render_figure as render_table with:
         tex=f"{FIGDIR}/{{stem}}.tex",
     wildcard_constraints:
         stem="table[0-9]+_[a-z0-9_]+",
+
+
+# Table 1 draws its accuracy by position within the copy beside the table (STUDY.figure_exts).
+use rule render_figure as render_table_with_figure with:
+    output:
+        notebook=f"{NBDIR}/{{stem}}.ipynb",
+        md=f"{FIGDIR}/{{stem}}.md",
+        tex=f"{FIGDIR}/{{stem}}.tex",
+        pdf=f"{FIGDIR}/{{stem}}.pdf",
+        png=f"{FIGDIR}/{{stem}}.png",
+    wildcard_constraints:
+        stem="table1_copying",
+
+
+ruleorder: render_table_with_figure > render_table

@@ -287,6 +287,8 @@ class Study:
     # ------------------------------------------------------------------ figures
     @staticmethod
     def figure_exts(fig: str) -> tuple[str, str]:
+        if fig == "table1":  # the table, and its accuracy by position within the copy
+            return ("md", "tex", "pdf", "png")
         return ("md", "tex") if fig.startswith("table") else ("pdf", "png")
 
     def figure_outputs(self, fig: str) -> list[str]:
