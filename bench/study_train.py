@@ -205,6 +205,14 @@ def baseline_tree(rev: str | None, tree: str | None, tmp: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- the parent
+def cpu_threads() -> dict:
+    """The CPU thread settings the workers inherit: ``OMP_NUM_THREADS`` (unset: torch's default pool,
+    one thread per core) and the size of the pool torch starts with it."""
+    import torch
+
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads()}
+
+
 def run(options, section, args=None) -> None:
     from bench.common import error_record
 
@@ -218,7 +226,7 @@ def run(options, section, args=None) -> None:
              "jobs": levels, "warmup_steps": warmup, "timed_steps": timed,
              "tokens_per_step": grid[0]["tokens_per_step"] if grid else None,
              "train": train_settings(cfg, options), "ours_train_overrides": ours_train_overrides(args),
-             "intervention": "zero",
+             "intervention": "zero", "cpu_threads": cpu_threads(),
              "target": {"model": TARGET_MODEL, "context": TARGET_CONTEXT, "jobs": target_jobs(options)}}
     section.record("setup", setup)
     table = {c["key"]: {**{k: v for k, v in c.items() if k != "key"}, **{i: {} for i in IMPLS}} for c in grid}

@@ -4,6 +4,7 @@ and summary the report assembles, argument parsing, failure capture. No timing c
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -454,6 +455,8 @@ def test_study_train_section_end_to_end_with_a_baseline(tmp_path):
     assert section["complete"] and "error" not in section, section.get("error")
     r = section["results"]
     assert r["setup"]["jobs"] == [1, 2] and r["setup"]["tokens_per_step"] == 256
+    threads = r["setup"]["cpu_threads"]
+    assert threads["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS") and threads["torch_threads"] >= 1
     assert r["before"]["commit"] == head and r["before"]["source"] == "git archive"
     assert set(r["cases"]) == {"m2-m:T16", "m2-m:T64", "gla-s:T16", "gla-s:T64"}
     for key, case in r["cases"].items():
