@@ -34,7 +34,18 @@ import numpy as np  # noqa: E402
 
 
 def mean_std(values):
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f} (one seed)"
+
+
+def trained_on(label, res):
+    """What a setting's model is and what it was trained on, from its result (the table's caption)."""
+    d = res["data"]
+    t, ev = d["train"], d["eval_length"]
+    size = f"{d['parameters'] / 1e6:.1f}M parameters" if d.get("parameters") else f"preset {d.get('preset')}"
+    strings = f"{t['sequences']:,} strings" if "sequences" in t else "strings"  # older results lack it
+    recipe = f"{t['steps']:,} steps" + (f" of {t['batch_size']}, peak lr {t['lr']:g}" if "lr" in t else "")
+    return (f"{label}: {d['arch']} with {size}, trained from scratch on {strings} of {t['min_length']}-"
+            f"{t['max_length']} letters ({recipe}), evaluated on {ev['num_strings']} strings of {ev['length']}.")
 
 
 def thirds(curves):
@@ -47,7 +58,7 @@ def thirds(curves):
 
 header = ("setting", "parameters", "eval length", "character accuracy (greedy)",
           "character accuracy (teacher forced)", "greedy by third of the copy", "seeds")
-rows, by_position = [], {}  # by_position[label] = (greedy curves, teacher-forced curves)
+rows, by_position, captions = [], {}, []  # by_position[label] = (greedy curves, teacher-forced curves)
 for setting, es in lp.group(spec, "setting").items():
     greedy, forced, lengths, params, curves, tf_curves = [], [], set(), set(), [], []
     for e in es:
@@ -63,16 +74,20 @@ for setting, es in lp.group(spec, "setting").items():
                 tf_curves.append(ev["teacher_forced"]["by_position"])
     label = es[0].get("label", setting)
     by_position[label] = (curves, tf_curves)
+    first = next((r for r in (lp.load_task(e["results"]["copying"], "task-copying") for e in es) if r), None)
+    if first is not None:
+        captions.append(trained_on(label, first))
     if greedy:
         rows.append((label, "/".join(sorted(params)), "/".join(map(str, sorted(lengths))), mean_std(greedy),
                      mean_std(forced), thirds(curves), str(len(greedy))))
     else:
         rows.append((label, "-", "-", "not yet measured", "not yet measured", "-", "0"))
 md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
-md += "\n\nStd over seeds (population). " + lp.provenance_text(spec, scale)
+caption = " ".join(captions) + " Std over seeds (population). " + lp.provenance_text(spec, scale)
+md += "\n\n" + caption
 tex = "\\begin{tabular}{lcccccc}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
 tex += "".join(" & ".join(c.replace("±", "$\\pm$") for c in r) + " \\\\\n" for r in rows) + "\\bottomrule\n\\end{tabular}\n"
-tex += "% Std over seeds (population). " + lp.provenance_text(spec, scale)
+tex += "% " + caption
 lp.save_table(md, tex, [o for o in outputs if o.endswith((".md", ".tex"))])
 
 # %%
