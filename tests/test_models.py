@@ -70,6 +70,26 @@ def test_contract(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("length", [1, 2, 40])  # shorter than the conv window's 3 inputs, and past a chunk
+def test_no_state_is_exactly_the_zero_state(arch, length):
+    """``state=None`` hands the layers no state tensors; logits, final state and every gradient
+    equal those from an explicit ``zero_state`` bit for bit (float64)."""
+    model = tiny(arch)
+    ids = ids_for(model, 2, length)
+    runs = []
+    for state in (None, model.zero_state(2)):
+        model.zero_grad(set_to_none=True)
+        logits, final = model(ids, state=state)
+        (logits.square().mean() + sum(t.square().sum() for _, _, t in final.tensors())).backward()
+        runs.append((logits.detach(), final.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, fa, ga), (b, fb, gb) = runs
+    assert torch.equal(a, b)
+    assert [(i, n) for i, n, _ in fa.tensors()] == [(i, n) for i, n, _ in fb.tensors()]
+    assert all(torch.equal(x, y) and x.dtype == y.dtype for (_, _, x), (_, _, y) in zip(fa.tensors(), fb.tensors()))
+    assert ga.keys() == gb.keys() and all(torch.equal(ga[n], gb[n]) for n in ga)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_detach_and_mask_return_new_states(arch):
     model = tiny(arch)
     ids = ids_for(model, 3, 6)

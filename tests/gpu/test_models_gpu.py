@@ -139,3 +139,30 @@ def test_kernels_match_the_float64_cpu_reference(arch):
     assert isinstance(got_state, RecurrentState)
     for (_, name, a), (_, _, b) in zip(got_state.tensors(), ref_state.tensors()):
         assert rel_err(a.cpu(), b) < 1e-3, name
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2", "gla", "rwkv6"])
+def test_no_state_matches_the_zero_state_through_the_kernels(arch, precision):
+    """``state=None`` gives the kernels no initial state; logits, final state and gradients match
+    those from an explicit zero state (tests/test_models.py checks bit equality on the CPU)."""
+    if arch in ("gla", "rwkv6"):
+        pytest.importorskip("fla")
+    model = build_model(arch, "tiny", seed=0, device=DEVICE, **OURS.get(arch, {}))
+    ids = torch.randint(0, VOCAB if arch in OURS else model.config.vocab_size, (4, 200), device=DEVICE,
+                        generator=torch.Generator(DEVICE).manual_seed(4))
+    runs = []
+    for state in (None, model.zero_state(4)):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
+            logits, final = model(ids, state=state)
+        (logits.float().square().mean() + sum(t.square().sum() for _, _, t in final.tensors())).backward()
+        runs.append((logits.detach(), final.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, fa, ga), (b, fb, gb) = runs
+    errors = {"logits": rel_err(a, b)}
+    errors.update({f"state[{i}].{n}": rel_err(x, y) for (i, n, x), (_, _, y) in zip(fa.tensors(), fb.tensors())})
+    errors.update({f"grad {n}": rel_err(ga[n], gb[n]) for n in ga if gb[n].norm() > 0})
+    worst = max(errors, key=errors.get)
+    print(f"\n{arch} {precision}: no state vs zero state, worst {worst} = {errors[worst]:.2e}, "
+          f"bit-identical: {all(v == 0 for v in errors.values())}")
+    assert all(v < 1e-5 for v in errors.values()), {k: v for k, v in errors.items() if v >= 1e-5}

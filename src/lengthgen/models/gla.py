@@ -146,7 +146,7 @@ class GatedLinearAttention(nn.Module):
         gk = F.logsigmoid(self.gk_proj(x)).view(heads_k) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             gk = gk.clamp_min(self.clamp_min)
-        o, ssm = gla_scan(q, k, v, gk, initial_state=state["ssm"], backend=self.backend)
+        o, ssm = gla_scan(q, k, v, gk, initial_state=state.get("ssm"), backend=self.backend)
         o = self.g_norm_swish_gate(o, self.g_proj(x).view(heads_v))
         return self.o_proj(o.reshape(b, t, -1)), {"ssm": ssm}
 

@@ -98,7 +98,7 @@ class Mamba1Mixer(nn.Module):
 
     def forward(self, hidden: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, l) each
-        x, conv = causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"], "silu", backend=self.backend)
+        x, conv = causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, state.get("conv"), "silu", backend=self.backend)
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias added in the scan, in fp32
         y, ssm = selective_scan(
@@ -110,7 +110,7 @@ class Mamba1Mixer(nn.Module):
             D=full_precision(self.D),
             delta_bias=full_precision(self.dt_proj.bias),
             delta_softplus=True,
-            initial_state=state["ssm"],
+            initial_state=state.get("ssm"),
             backend=self.backend,
         )
         y = y * F.silu(z)

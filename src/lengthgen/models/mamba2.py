@@ -120,7 +120,7 @@ class Mamba2Mixer(nn.Module):
         gn = self.ngroups * self.d_state
         z, xBC, dt = self.in_proj(hidden).split([self.d_inner, self.d_inner + 2 * gn, self.nheads], dim=-1)
         xBC, conv = causal_conv1d(
-            xBC.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"], "silu", backend=self.backend
+            xBC.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, state.get("conv"), "silu", backend=self.backend
         )
         x, B, C = xBC.transpose(1, 2).split([self.d_inner, gn, gn], dim=-1)
         y, ssm = ssd_scan(
@@ -132,7 +132,7 @@ class Mamba2Mixer(nn.Module):
             D=full_precision(self.D),
             dt_bias=full_precision(self.dt_bias),
             dt_softplus=True,
-            initial_state=state["ssm"],
+            initial_state=state.get("ssm"),
             chunk_size=self.chunk_size,
             backend=self.backend,
         )

@@ -150,8 +150,10 @@ class DDLerpLinear(nn.Module):
         return self.linear(x + delta * mu)
 
 
-def token_shift_delta(x: Tensor, previous: Tensor) -> Tensor:
-    """``x_{t-1} - x_t`` along dim 1, with ``previous`` (B, D) as x_{-1} (zeros = fla's padding)."""
+def token_shift_delta(x: Tensor, previous: Tensor | None) -> Tensor:
+    """``x_{t-1} - x_t`` along dim 1, with ``previous`` (B, D) as x_{-1} (None: zeros, fla's padding)."""
+    if previous is None:
+        return F.pad(x[:, :-1], (0, 0, 1, 0)) - x
     return torch.cat([previous.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1) - x
 
 
@@ -178,7 +180,7 @@ class RWKV6TimeMix(nn.Module):
 
     def forward(self, x: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         b, t, d = x.shape
-        delta = token_shift_delta(x, state["shift_tm"])
+        delta = token_shift_delta(x, state.get("shift_tm"))
         lowrank = self.x_proj[1](self.x_proj[0](x, delta)).view(b, t, 5, self.rank)
         mix = torch.einsum("btnr,dnr->btnd", lowrank, self.x_proj[2].weight.view(d, 5, self.rank)) + self.x_bias
         mu_r, mu_w, mu_k, mu_v, mu_g = mix.unbind(-2)
@@ -188,7 +190,7 @@ class RWKV6TimeMix(nn.Module):
         k = self.k_proj(x, mu_k, delta).view(heads_k)
         v = self.v_proj(x, mu_v, delta).view(b, t, self.num_heads, self.head_v_dim)
         g = self.g_proj(x, mu_g, delta)
-        o, ssm = rwkv6_scan(r, k, v, w, self.bonus, scale=1.0, initial_state=state["ssm"], backend=self.backend)
+        o, ssm = rwkv6_scan(r, k, v, w, self.bonus, scale=1.0, initial_state=state.get("ssm"), backend=self.backend)
         o = self.g_norm(o.reshape(b, t, -1)) * F.silu(g)
         return self.o_proj(o), {"ssm": ssm, "shift_tm": x[:, -1]}
 
@@ -226,7 +228,7 @@ class RWKV6Block(nn.Module):
             hidden = self.pre_norm(hidden)
         y, new_state = self.attn(self.attn_norm(hidden), state)
         hidden = hidden + y
-        y, new_state["shift_cm"] = self.ffn(self.ffn_norm(hidden), state["shift_cm"])
+        y, new_state["shift_cm"] = self.ffn(self.ffn_norm(hidden), state.get("shift_cm"))
         return hidden + y, new_state
 
     def zero_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
