@@ -469,3 +469,32 @@ def test_swiglu_linear_reference_and_checks():
         swiglu_linear(gate, up, w[:, :4])
     with pytest.raises(RuntimeError, match="backend='kernel' needs"):
         swiglu_linear(gate, up, w, backend="kernel")
+
+
+def test_cross_entropy_sum_reference_and_checks():
+    from lengthgen.ops import cross_entropy_sum
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([3, -100, 0, 10, -100, 5, 5])
+    loss = cross_entropy_sum(logits, targets)
+    keep = targets != -100
+    want = -(logits[keep].log_softmax(-1).gather(1, targets[keep, None])).sum()
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+    assert loss.dtype == torch.float64
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.equal(grad[~keep], torch.zeros_like(grad[~keep]))        # ignored tokens get no gradient
+    soft = logits.detach().softmax(-1)
+    torch.testing.assert_close(grad[keep], soft[keep] - F.one_hot(targets[keep], 11).double(), rtol=1e-12, atol=1e-12)
+    # low precision: float32 math on the upcast logits, a float32 loss
+    half = logits.detach().bfloat16()
+    assert cross_entropy_sum(half, targets).dtype == torch.float32
+    torch.testing.assert_close(cross_entropy_sum(half, targets), cross_entropy_sum(half.float(), targets))
+    with pytest.raises(ValueError, match=r"logits must be \(tokens, vocab\)"):
+        cross_entropy_sum(logits[None], targets)
+    with pytest.raises(ValueError, match=r"targets must be \(7,\)"):
+        cross_entropy_sum(logits, targets[:3])
+    with pytest.raises(ValueError, match="integer token ids"):
+        cross_entropy_sum(logits, targets.double())
+    with pytest.raises(RuntimeError, match="backend='kernel' needs"):
+        cross_entropy_sum(logits, targets, backend="kernel")

@@ -274,3 +274,32 @@ def test_swiglu_linear_kernel(dtype):
     print(f"\nswiglu_linear {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
     bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
     assert not bad, f"swiglu_linear {dtype}: errors above {TOLERANCE[dtype]}: {bad}"
+
+
+@pytest.mark.parametrize("vocab", [32, 4096, 50280])  # copying's padded vocabulary, the study's, the Pile's
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
+def test_cross_entropy_kernel(dtype, vocab):
+    """fla's fused cross-entropy (the training loss) vs float64: the summed loss and the logits'
+    gradient, with ignored targets; the in-place backward leaves the same gradient."""
+    from lengthgen.ops import cross_entropy_sum
+
+    need("fla_cross_entropy")
+    gen = torch.Generator(device=DEV).manual_seed(0)
+    n = 3000
+    targets = torch.randint(0, vocab, (n,), device=DEV, generator=gen)
+    targets[::3] = -100
+    base = torch.randn(n, vocab, device=DEV, generator=gen) * 3
+    ref_logits = base.to(dtype).double().requires_grad_()
+    ref = cross_entropy_sum(ref_logits, targets, backend="torch")
+    (ref_grad,) = torch.autograd.grad(ref * 0.01, ref_logits)
+    for inplace in (False, True):
+        logits = base.to(dtype).requires_grad_()
+        out = cross_entropy_sum(logits * 1, targets, inplace_backward=inplace, backend="kernel")  # a non-leaf, as in training
+        (grad,) = torch.autograd.grad(out * 0.01, logits)
+        errors = {"loss": rel(out, ref), "grad": rel(grad, ref_grad)}
+        print(f"\ncross_entropy_sum {dtype} V={vocab} inplace={inplace}: "
+              + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+        assert out.dtype == torch.float32 and grad.dtype == dtype
+        assert torch.equal(grad[::3], torch.zeros_like(grad[::3]))
+        bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
+        assert not bad, f"cross_entropy_sum {dtype}: errors above {TOLERANCE[dtype]}: {bad}"

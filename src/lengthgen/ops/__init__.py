@@ -6,6 +6,7 @@ returns ``(output, final_state)``; the plain torch references are exact in float
 
 from lengthgen.ops._backend import BACKENDS
 from lengthgen.ops.conv import causal_conv1d
+from lengthgen.ops.cross_entropy import cross_entropy_sum
 from lengthgen.ops.gla import gla_scan
 from lengthgen.ops.initial_state import initial_state_contribution
 from lengthgen.ops.norm import rms_norm
@@ -17,6 +18,7 @@ from lengthgen.ops.swiglu import swiglu_linear
 __all__ = [
     "BACKENDS",
     "causal_conv1d",
+    "cross_entropy_sum",
     "gla_scan",
     "initial_state_contribution",
     "rms_norm",

@@ -52,6 +52,10 @@ def _import_triton_selective_scan() -> None:
     importlib.import_module("lengthgen.ops.triton.selective_scan")
 
 
+def _import_fla_cross_entropy() -> None:
+    importlib.import_module("fla.modules.fused_cross_entropy")
+
+
 def _import_fla_conv() -> None:
     importlib.import_module("fla.modules.causal_conv1d")
 
@@ -72,6 +76,8 @@ KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "triton_selective_scan": ("triton (lengthgen's Mamba-1 selective-scan kernel)", _import_triton_selective_scan),
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),
     "fla_conv": ("flash-linear-attention (fla-core, its Triton causal conv1d)", _import_fla_conv),
+    "fla_cross_entropy": ("flash-linear-attention (fla-core, its fused cross-entropy kernel)",
+                          _import_fla_cross_entropy),
 }
 
 

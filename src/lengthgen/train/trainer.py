@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lengthgen.config import ConfigError
 from lengthgen.interventions import Intervention, Zero
+from lengthgen.ops import cross_entropy_sum
 from lengthgen.train.budget import batch_layout, milestone_steps, total_steps
 from lengthgen.train.checkpoint import (RunDir, RunDirError, copy_model_folder, is_model_folder, rng_state,
                                         set_rng_state, write_folder)
@@ -212,10 +212,10 @@ class Trainer:
         """Summed loss of one micro-batch (its backward scaled by ``scale``) and the final state."""
         with self.autocast:
             logits, final = self.model(inputs, state=init)
-        if logits.dtype in (torch.bfloat16, torch.float16):
-            logits = logits.float()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
+        # fla's fused kernel on CUDA (float32 math, no float32 copy of the logits; the gradient is
+        # written over the logits, which nothing reads after the loss), the torch reference elsewhere
+        loss = cross_entropy_sum(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), IGNORE_INDEX,
+                                 inplace_backward=True)
         (loss * scale.to(loss.dtype)).backward()
         return loss.detach(), final
 
