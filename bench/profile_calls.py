@@ -9,8 +9,10 @@
 * ``study_steps``: one ``Trainer._train_step`` at the shapes the study trains at: the reduced study's
   m2-m and gla-s at T = 64 (65,536-token steps, ``study_train``'s cases) and Table 1's copying model
   (the ``mamba2-45m`` shape with the 30-token copying vocabulary, 64 rows of 202 tokens). ``step_s``
-  (median of a few steps, each ending with the trainer's synchronisation; the step replayed as a
-  CUDA graph where ``train.cuda_graphs`` applies) and ``step_s_eager`` (the same step run eagerly)
+  (median of 20 steps, each ending with the trainer's synchronisation, ``_min_max`` beside it; the
+  step replayed as a CUDA graph where ``train.cuda_graphs`` applies; the copying case reads the
+  task's own batches, built on the host as ``task-copying`` builds them, the others one fixed
+  batch) and ``step_s_eager`` (the same step run eagerly)
   beside the eager step's profile and device time say whether the host or the device sets the pace.
 
 For each, ``torch.profiler`` over one call after warm-up: the operators with the most self host
@@ -135,10 +137,12 @@ def study_cases(options: Options, models=None) -> list[dict]:
         study_models, study_contexts = list(models or ("m2-m", "gla-s")), [options.pick(64, 64, 16)]
 
     grid, _ = study_train.cases(options, _Args())
-    T = copying.row_context(options.pick(100, 100, 8))
+    longest = options.pick(100, 100, 8)
+    T = copying.row_context(longest)
     grid.append({"key": f"copying:T{T}", "arch": "mamba2", "preset": options.preset("mamba2-45m"),
                  "overrides": {"vocab_size": copying.VOCAB_SIZE}, "context": T, "rows": options.pick(64, 64, 4),
-                 "tokens_per_step": options.pick(64, 64, 4) * T})
+                 "tokens_per_step": options.pick(64, 64, 4) * T,
+                 "copying": {"min_length": longest // 2, "max_length": longest}})
     return grid
 
 
@@ -164,28 +168,47 @@ def study_step_case(options: Options, case: dict, train: dict, tmp: Path) -> dic
     model = build_model(case["arch"], case["preset"], seed=0, **case["overrides"])
     case = {**case, "token_ids": model.config.vocab_size}
     record = {"rows": case["rows"], "context": case["context"], "tokens_per_step": case["tokens_per_step"],
-              "params": model.num_parameters()}
+              "params": model.num_parameters(), "batches": "task" if case.get("copying") else "fixed"}
     # the step as it trains (train.cuda_graphs: replayed where it applies), then eagerly: the eager
     # step's profile names the operators behind each kernel, which a graph replay does not
     for suffix, graphs in (("", True), ("_eager", False)):
         spec = {"impl": "ours", "train": {**train, "cuda_graphs": graphs}, "warmup": 3, "steps": 10**6,
                 "device": options.device}
-        trainer = study_train.make_trainer(model, spec, case, tmp / f"{case['key'].replace(':', '_')}{suffix}")
+        trainer = study_train.make_trainer(model, spec, case, tmp / f"{case['key'].replace(':', '_')}{suffix}",
+                                           batches=_task_batches(case))
         for step in range(3):  # warm-up: autotune, graph capture
             trainer._train_step(step)
         times = []
-        for step in range(3, 3 + options.pick(5, 3, 1)):
+        for step in range(3, 3 + options.pick(20, 10, 2)):
             t0 = time.perf_counter()
             trainer._train_step(step)
             times.append(time.perf_counter() - t0)
         record[f"step_s{suffix}"] = statistics.median(times)
+        record[f"step_s{suffix}_min_max"] = [min(times), max(times)]
         record[f"graph_replays{suffix}"] = trainer.graphs.replays if trainer.graphs else 0
         if not graphs:
             record["profile"] = profile_table(lambda: trainer._train_step(10), options)
         trainer.metrics.close()
+        if hasattr(trainer.batches, "close"):
+            trainer.batches.close()
         del trainer
         free_memory()
     return record
+
+
+def _task_batches(case: dict):
+    """The copying task's own batch source for the copying case (rows built on the host, the next
+    batch on a background thread, as ``task-copying`` trains), else None (a fixed batch)."""
+    spec = case.get("copying")
+    if spec is None:
+        return None
+    import functools
+
+    from lengthgen.tasks import copying
+    from lengthgen.tasks.batches import SeededBatches
+
+    make = functools.partial(copying.train_row, min_length=spec["min_length"], max_length=spec["max_length"])
+    return SeededBatches(make, case["rows"], case["context"], seed=0)
 
 
 def intervention_steps(options: Options, tmp: Path, args=None) -> dict:

@@ -493,7 +493,8 @@ def build_model(spec: Mapping, case: Mapping):
     return RefAdapter.wrap(theirs, kind), setups, info
 
 
-def make_trainer(model, spec: Mapping, case: Mapping, tmp: Path):
+def make_trainer(model, spec: Mapping, case: Mapping, tmp: Path, batches=None):
+    """A ``Trainer`` for ``case`` on ``batches`` (default: one fixed synthetic batch)."""
     from bench.common import synthetic_ids
     from bench.intervention_overhead import FixedBatches
     from lengthgen.config import resolve
@@ -509,7 +510,7 @@ def make_trainer(model, spec: Mapping, case: Mapping, tmp: Path):
         train["lr"] = preset_lr(case["arch"], case["preset"])
     cfg = resolve({"seed": 0, "train": train, "intervention": {"name": "zero"}})
     ids = synthetic_ids(rows, T + 1, case["token_ids"], "cpu")
-    return Trainer(model, FixedBatches(ids), cfg, tmp, build_intervention(cfg["intervention"], seed=0),
+    return Trainer(model, FixedBatches(ids) if batches is None else batches, cfg, tmp, build_intervention(cfg["intervention"], seed=0),
                    log=lambda *a, **k: None)
 
 

@@ -529,4 +529,7 @@ def test_profile_study_steps_records_each_case_as_it_finishes(tmp_path, monkeypa
     assert "no kernel for this case" in json.dumps(got[gla])
     for key in (k for k in keys if k != gla):
         assert got[key]["step_s"] > 0 and got[key]["step_s_eager"] > 0
+        lo, hi = got[key]["step_s_min_max"]
+        assert lo <= got[key]["step_s"] <= hi
         assert got[key]["graph_replays"] == 0 and got[key]["profile"]["host_us"] > 0   # no graphs on the CPU
+        assert got[key]["batches"] == ("task" if key.startswith("copying") else "fixed")
