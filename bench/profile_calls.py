@@ -12,7 +12,7 @@
   (median of 20 steps, each ending with the trainer's synchronisation, ``_min_max`` beside it; the
   step replayed as a CUDA graph where ``train.cuda_graphs`` applies; the copying case reads the
   task's own batches, built on the host as ``task-copying`` builds them, the others one fixed
-  batch) and ``step_s_eager`` (the same step run eagerly)
+  batch; ``profile_graphed``: the host's side of one such step) and ``step_s_eager`` (the same step run eagerly)
   beside the eager step's profile and device time say whether the host or the device sets the pace.
 
 For each, ``torch.profiler`` over one call after warm-up: the operators with the most self host
@@ -186,8 +186,11 @@ def study_step_case(options: Options, case: dict, train: dict, tmp: Path) -> dic
         record[f"step_s{suffix}"] = statistics.median(times)
         record[f"step_s{suffix}_min_max"] = [min(times), max(times)]
         record[f"graph_replays{suffix}"] = trainer.graphs.replays if trainer.graphs else 0
+        after = 3 + len(times)
         if not graphs:
-            record["profile"] = profile_table(lambda: trainer._train_step(10), options)
+            record["profile"] = profile_table(lambda: trainer._train_step(after), options)
+        else:  # the host's side of a replayed step: what it does between replays
+            record["profile_graphed"] = profile_table(lambda: trainer._train_step(after), options)
         trainer.metrics.close()
         if hasattr(trainer.batches, "close"):
             trainer.batches.close()

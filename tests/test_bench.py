@@ -533,3 +533,4 @@ def test_profile_study_steps_records_each_case_as_it_finishes(tmp_path, monkeypa
         assert lo <= got[key]["step_s"] <= hi
         assert got[key]["graph_replays"] == 0 and got[key]["profile"]["host_us"] > 0   # no graphs on the CPU
         assert got[key]["batches"] == ("task" if key.startswith("copying") else "fixed")
+        assert got[key]["profile_graphed"]["host_us"] > 0
