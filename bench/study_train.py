@@ -510,7 +510,8 @@ def make_trainer(model, spec: Mapping, case: Mapping, tmp: Path, batches=None):
         train["lr"] = preset_lr(case["arch"], case["preset"])
     cfg = resolve({"seed": 0, "train": train, "intervention": {"name": "zero"}})
     ids = synthetic_ids(rows, T + 1, case["token_ids"], "cpu")
-    return Trainer(model, FixedBatches(ids) if batches is None else batches, cfg, tmp, build_intervention(cfg["intervention"], seed=0),
+    batches = FixedBatches(ids) if batches is None else batches
+    return Trainer(model, batches, cfg, tmp, build_intervention(cfg["intervention"], seed=0),
                    log=lambda *a, **k: None)
 
 

@@ -60,10 +60,11 @@ header = ("setting", "parameters", "eval length", "character accuracy (greedy)",
           "character accuracy (teacher forced)", "greedy by third of the copy", "seeds")
 rows, by_position, captions = [], {}, []  # by_position[label] = (greedy curves, teacher-forced curves)
 for setting, es in lp.group(spec, "setting").items():
-    greedy, forced, lengths, params, curves, tf_curves = [], [], set(), set(), [], []
+    greedy, forced, lengths, params, curves, tf_curves, first = [], [], set(), set(), [], [], None
     for e in es:
         res = lp.load_task(e["results"]["copying"], "task-copying")
         if res is not None:
+            first = first or res
             ev = res["data"]["eval_length"]
             greedy.append(ev["greedy"]["char_accuracy"])
             forced.append(ev["teacher_forced"]["char_accuracy"])
@@ -74,7 +75,6 @@ for setting, es in lp.group(spec, "setting").items():
                 tf_curves.append(ev["teacher_forced"]["by_position"])
     label = es[0].get("label", setting)
     by_position[label] = (curves, tf_curves)
-    first = next((r for r in (lp.load_task(e["results"]["copying"], "task-copying") for e in es) if r), None)
     if first is not None:
         captions.append(trained_on(label, first))
     if greedy:

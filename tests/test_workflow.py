@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or shutil.which("snakemake")
 pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake not installed (pip install -e .[workflow])")
 COMPUTE_RULES = ("prepare_data", "pretrain", "posttrain", "eval_", "task_")
+NOTEBOOK_RULES = ("render_figure", "render_table", "render_table_with_figure")
 
 
 def snakemake(*args, cwd=ROOT, check=True):
@@ -62,15 +63,21 @@ def test_lint_clean():
 
 
 def test_figures_never_computes_and_ignores_mtimes(tmp_path):
-    """On the results present, `figures` plans only notebook rules, whatever the results' mtimes."""
-    for stamp in (time.time() + 3600, 1_000_000_000):
-        for p in (ROOT / "results").rglob("*"):
-            if p.is_file():
+    """On the results present, `figures` plans only notebook rules, whatever the results' mtimes
+    (restored afterwards, also when an assertion fails)."""
+    files = [p for p in (ROOT / "results").rglob("*") if p.is_file()]
+    before = {p: (p.stat().st_atime, p.stat().st_mtime) for p in files}
+    try:
+        for stamp in (time.time() + 3600, 1_000_000_000):
+            for p in files:
                 os.utime(p, (stamp, stamp))
-        r = snakemake("-n", "figures")
-        rules = planned_rules(r.stdout)
-        assert not [k for k in rules if k.startswith(COMPUTE_RULES)], rules
-        assert set(rules) <= {"render_figure", "render_table", "figures"}, rules
+            r = snakemake("-n", "figures")
+            rules = planned_rules(r.stdout)
+            assert not [k for k in rules if k.startswith(COMPUTE_RULES)], rules
+            assert set(rules) <= {*NOTEBOOK_RULES, "figures"}, rules
+    finally:
+        for p, times in before.items():
+            os.utime(p, times)
 
 
 def test_results_target_computes_without_rendering():
@@ -78,7 +85,7 @@ def test_results_target_computes_without_rendering():
     and replication.json, but no notebook."""
     rules = planned_rules(snakemake("-n", "results").stdout)
     assert rules.get("pretrain", 0) > 0 and rules.get("eval_ppl", 0) > 0 and rules.get("replication") == 1
-    assert not {"render_figure", "render_table"} & set(rules)
+    assert not set(NOTEBOOK_RULES) & set(rules)
 
 
 def test_all_plans_compute_for_missing_results():

@@ -253,7 +253,8 @@ class LanguageModel(nn.Module):
             state = self._check_state(state, batch, device)
         hidden = self.backbone.embedding(input_ids)
         if length == 0:
-            return self.lm_head(self.backbone.norm_f(hidden)), self.zero_state(batch, device) if state is None else state
+            final = state if state is not None else self.zero_state(batch, device)
+            return self.lm_head(self.backbone.norm_f(hidden)), final
         sdt = self.state_dtype
         new_layers = []
         layer_states = state.layers if state is not None else [{}] * len(self.backbone.layers)
