@@ -115,7 +115,7 @@ if drawn:
     axes[1].legend(fontsize=6)
 else:
     lp.missing(axes[0], [e["results"]["copying"] for e in spec], "no result with accuracy by position yet")
-lp.footnote(fig, spec, scale)
+lp.footnote(fig, spec, " ".join(captions) + " The study's language models (not these): " + scale)
 lp.save(fig, [o for o in outputs if o.endswith((".pdf", ".png"))])
 
 # %%
