@@ -240,9 +240,10 @@ class LanguageModel(nn.Module):
         (zeros when None). A state of another arch, depth or batch size is a ValueError.
 
         With ``state=None`` the layers get no state tensors at all: the kernels then start from zero
-        without reading a zero state or computing its gradient (same results as passing
-        ``zero_state``, less memory traffic: the study's m2-m at 1,024 rows has 200 MB of float32
-        SSM state per layer).
+        without reading a zero state or computing its gradient (less memory traffic: the study's m2-m
+        at 1,024 rows has 200 MB of float32 SSM state per layer). The results equal those from
+        ``zero_state`` bit for bit on the torch references (tests/test_models.py); tests/gpu checks the
+        kernels against it.
 
         While a CUDA graph is being captured (``lengthgen.evaluate.graphs``) the token range is not
         checked, since that needs a synchronisation: the caller checks the whole input first."""

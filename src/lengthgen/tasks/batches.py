@@ -5,9 +5,10 @@ Batch k is a pure function of (seed, k): each of its rows comes from ``make_row(
 batches it would have seen, on every rank.
 
 Building a batch is Python work (a few milliseconds for 64 copying rows), so by default batch k + 1
-is built on a background thread while the trainer runs step k on the device: the thread holds the
-GIL only while the trainer waits in calls that release it (a graph replay, a device synchronisation).
-Batch k is still the same pure function of (seed, k), so prefetching changes no result.
+is built on a background thread while the trainer runs step k on the device. The thread needs the
+GIL, so it makes progress mainly while the trainer waits in calls that release it (a graph replay,
+reading the loss back). Batch k is still the same pure function of (seed, k), so prefetching changes
+no result.
 """
 
 from __future__ import annotations
