@@ -110,6 +110,31 @@ def test_ssd_kernel_split_and_carry():
         split_matches("ssd_scan", fn, [x, dt, B, C], split, 1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [dict(l=64, h=6, p=64, g=1, n=128),   # the reduced study's m2-m at T = 64
+                                   dict(l=23, h=4, p=32, g=2, n=48)])   # padded tiles, two groups
+def test_ssd_one_chunk_kernel(dtype, shape):
+    """One chunk from the zero state goes to lengthgen's one-chunk kernel: against the float64
+    reference (outputs, final state, every gradient) and against mamba-ssm's chunked kernels."""
+    need("mamba_ssd")
+    need("triton_ssd_one_chunk")
+    from lengthgen.ops.ssd import _one_chunk, _ssd_kernel
+
+    inputs = ssd_inputs(dtype, b=4, **shape)[:7]
+    assert _one_chunk(inputs[0], inputs[3], 64, None)
+
+    def fn(x, dt, A, B, C, D, bias, backend):
+        return ssd_scan(x, dt, A, B, C, D=D, dt_bias=bias, dt_softplus=True, chunk_size=64, backend=backend)
+
+    compare("ssd_scan one chunk", fn, inputs, dtype)
+    with torch.no_grad():
+        y, S = fn(*inputs, backend="kernel")
+        y_m, S_m = _ssd_kernel(*inputs, True, None, 64)
+    e_y, e_s = rel(y, y_m), rel(S, S_m)
+    print(f"one chunk vs mamba-ssm {str(dtype).replace('torch.', '')}: out={e_y:.2e}, final_state={e_s:.2e}")
+    assert e_y < TOLERANCE[dtype] and e_s < TOLERANCE[dtype]
+
+
 # ----------------------------------------------------------------------------- Mamba-1 selective scan
 def selective_scan_inputs(dtype, b=2, d=128, n=16, l=512):
     torch.manual_seed(1)

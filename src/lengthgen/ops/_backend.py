@@ -52,6 +52,10 @@ def _import_triton_selective_scan() -> None:
     importlib.import_module("lengthgen.ops.triton.selective_scan")
 
 
+def _import_triton_ssd_one_chunk() -> None:
+    importlib.import_module("lengthgen.ops.triton.ssd_one_chunk")
+
+
 def _import_fla_cross_entropy() -> None:
     importlib.import_module("fla.modules.fused_cross_entropy")
 
@@ -74,6 +78,7 @@ KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "fla": ("flash-linear-attention (fla-core)", _import_fla),
     "fla_swiglu": ("flash-linear-attention (fla-core, its SwiGLU kernel)", _import_fla_swiglu),
     "triton_selective_scan": ("triton (lengthgen's Mamba-1 selective-scan kernel)", _import_triton_selective_scan),
+    "triton_ssd_one_chunk": ("triton (lengthgen's one-chunk Mamba-2 SSD kernel)", _import_triton_ssd_one_chunk),
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),
     "fla_conv": ("flash-linear-attention (fla-core, its Triton causal conv1d)", _import_fla_conv),
     "fla_cross_entropy": ("flash-linear-attention (fla-core, its fused cross-entropy kernel)",

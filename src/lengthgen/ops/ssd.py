@@ -9,7 +9,9 @@ The reference computes this the way the SSD paper does: the sequence is cut into
 chunk the outputs come from a masked quadratic form (the "attention" view), and the chunk-end
 states are passed from chunk to chunk by the recurrence.  It is exact in float64 and
 differentiable with respect to every input, the initial state included.  The GPU path is
-mamba-ssm's Triton ``mamba_chunk_scan_combined``.
+mamba-ssm's Triton ``mamba_chunk_scan_combined``, except for a sequence of one chunk from the zero
+state (the reduced study's training steps), which ``lengthgen.ops.triton.ssd_one_chunk`` computes as
+the chunk's quadratic form alone, without the chunk states.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lengthgen.ops._backend import state_dtype, use_kernel
+from lengthgen.ops._backend import kernel_unavailable_reason, state_dtype, use_kernel
 
 # A single mamba-ssm kernel call indexes its tensors with int32; past ~2^31 elements in one tensor
 # it overflows (state-spaces/mamba issue #1015, seen beyond ~61k tokens at 1B-model sizes).  Longer
@@ -155,6 +157,15 @@ def _ssd_kernel(x, dt, A, B, C, D, dt_bias, dt_softplus, initial_state, chunk_si
     return (ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)), state.float()
 
 
+def _one_chunk(x: Tensor, B: Tensor, chunk_size: int, initial_state) -> bool:
+    """Whether the call is one chunk from the zero state that lengthgen's one-chunk kernel takes."""
+    if initial_state is not None or x.shape[1] > chunk_size or kernel_unavailable_reason("triton_ssd_one_chunk"):
+        return False
+    from lengthgen.ops.triton.ssd_one_chunk import fits
+
+    return fits(x, B, chunk_size, initial_state)
+
+
 def ssd_scan(
     x: Tensor,
     dt: Tensor,
@@ -181,5 +192,9 @@ def ssd_scan(
     if x.shape[1] == 0:
         raise ValueError("ssd_scan: the sequence is empty (length 0)")
     if use_kernel(backend, "mamba_ssd", x, dt, A, B, C, D, dt_bias, initial_state):
+        if _one_chunk(x, B, chunk_size, initial_state):
+            from lengthgen.ops.triton.ssd_one_chunk import ssd_one_chunk
+
+            return ssd_one_chunk(x, dt, A, B, C, D, dt_bias, dt_softplus)
         return _ssd_kernel(x, dt, A, B, C, D, dt_bias, dt_softplus, initial_state, chunk_size)
     return ssd_scan_reference(x, dt, A, B, C, D, dt_bias, dt_softplus, initial_state, chunk_size)
