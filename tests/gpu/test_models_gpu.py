@@ -166,3 +166,32 @@ def test_no_state_matches_the_zero_state_through_the_kernels(arch, precision):
     print(f"\n{arch} {precision}: no state vs zero state, worst {worst} = {errors[worst]:.2e}, "
           f"bit-identical: {all(v == 0 for v in errors.values())}")
     assert all(v < 1e-5 for v in errors.values()), {k: v for k, v in errors.items() if v >= 1e-5}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_one_chunk_kernel_matches_the_chunked_kernels_in_a_model(precision):
+    """A Mamba-2 step at T = chunk_size from no state runs the one-chunk SSD kernel; from an
+    explicit zero state it runs mamba-ssm's chunked kernels. Logits, final state (in the loss, so
+    its gradient reaches the kernel) and every parameter gradient agree."""
+    from lengthgen.ops import _backend
+
+    if _backend.kernel_unavailable_reason("triton_ssd_one_chunk") or _backend.kernel_unavailable_reason("mamba_ssd"):
+        pytest.skip("needs the one-chunk kernel and mamba-ssm's SSD kernels")
+    model = build_model("mamba2", "tiny", seed=0, device=DEVICE, vocab_size=VOCAB, chunk_size=64, d_state=128,
+                        headdim=32, d_model=128)
+    ids = torch.randint(0, VOCAB, (8, 64), device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(5))
+    runs = []
+    for state in (None, model.zero_state(8)):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
+            logits, final = model(ids, state=state)
+        (logits.float().square().mean() + sum(t.square().sum() for _, _, t in final.tensors())).backward()
+        runs.append((logits.detach(), final.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, fa, ga), (b, fb, gb) = runs
+    errors = {"logits": rel_err(a, b)}
+    errors.update({f"state[{i}].{n}": rel_err(x, y) for (i, n, x), (_, _, y) in zip(fa.tensors(), fb.tensors())})
+    errors.update({f"grad {n}": rel_err(ga[n], gb[n]) for n in ga if gb[n].norm() > 0})
+    worst = max(errors, key=errors.get)
+    print(f"\nmamba2 {precision}: one-chunk kernel vs chunked kernels, worst {worst} = {errors[worst]:.2e}")
+    limit = 1e-4 if precision == "fp32" else 3e-2
+    assert all(v < limit for v in errors.values()), {k: v for k, v in errors.items() if v >= limit}
