@@ -28,6 +28,7 @@ SECTIONS = {
     "eval": "bench.long_eval",
     "effrem": "bench.effrem_cost",
     "mamba1_scan": "bench.mamba1_section",
+    "ssd_one_chunk": "bench.ssd_one_chunk",
     "profile": "bench.profile_calls",
     "study_train": "bench.study_train",
     "compile": "bench.compile_time",

@@ -155,6 +155,13 @@ def test_a_failing_section_is_recorded_and_the_next_runs(tmp_path, monkeypatch):
     assert sections["mamba1_scan"]["provenance"]["hardware"]["device"] == "cpu"
 
 
+def test_ssd_one_chunk_section_is_recorded_as_unavailable_without_cuda(tmp_path):
+    assert run.main(["--out", str(tmp_path), "--device", "cpu", "--tiny", "--only", "ssd_one_chunk"]) == 0
+    section = report.load_sections(tmp_path)["ssd_one_chunk"]
+    assert section["complete"] is True
+    assert section["results"] == {"T16": {"unavailable": "the kernels run on CUDA only; this run has no CUDA device"}}
+
+
 # ---------------------------------------------------------------------------- report
 def _section(name, results, device="cuda", **extra):
     prov = {"git": {"commit": "abc", "dirty": False}, "config_hash": None, "seed": 0,
