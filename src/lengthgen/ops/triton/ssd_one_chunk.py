@@ -134,9 +134,11 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, ds_
     mt, mp, mn = t < L, pp < P, nn < N
     mtn = mt[:, None] & mn[None, :]
     mtp = mt[:, None] & mp[None, :]
-    Bt = tl.load(B_ptr + b * sb_b + g * sb_g + t[:, None] * sb_l + nn[None, :] * sb_n, mask=mtn, other=0.0)
-    Ct = tl.load(C_ptr + b * sc_b + g * sc_g + t[:, None] * sc_l + nn[None, :] * sc_n, mask=mtn, other=0.0)
-    cb = _mm(Ct, tl.trans(Bt), IEEE)
+    # B and C are loaded again where they are used (from cache), not kept live through the loop:
+    # register pressure, not memory, bounds this kernel
+    p_B = B_ptr + b * sb_b + g * sb_g + t[:, None] * sb_l + nn[None, :] * sb_n
+    p_C = C_ptr + b * sc_b + g * sc_g + t[:, None] * sc_l + nn[None, :] * sc_n
+    cb = _mm(tl.load(p_C, mask=mtn, other=0.0), tl.trans(tl.load(p_B, mask=mtn, other=0.0)), IEEE)
     causal = t[:, None] >= t[None, :]
     dcb = tl.zeros((BT, BT), dtype=tl.float32)                         # summed over the group's heads
     if HAS_DS:
@@ -151,8 +153,8 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, ds_
         x = tl.load(x_ptr + b * sx_b + h * sx_h + t[:, None] * sx_l + pp[None, :] * sx_p, mask=mtp, other=0.0)
         dy = tl.load(dy_ptr + b * sdy_b + h * sdy_h + t[:, None] * sdy_l + pp[None, :] * sdy_p,
                      mask=mtp, other=0.0)
+        # dx first, stored as soon as it is complete, so its tiles are dead before dM's are built
         M = cb * E * dtv[None, :]
-        dM = _mm(dy, tl.trans(x), IEEE)                                # (t, s)
         if IEEE:
             dx = _mm(tl.trans(M), dy, IEEE)
         else:
@@ -160,25 +162,34 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, ds_
         if HAS_D:
             dx += tl.load(D_ptr + h).to(tl.float32) * dy.to(tl.float32)
             tl.store(dD_ptr + b * H + h, tl.sum(tl.sum(dy.to(tl.float32) * x.to(tl.float32), axis=1), axis=0))
-        dME = dM * E
-        dcb += dME * dtv[None, :]
-        dMcbE = dME * cb
-        ddt = tl.sum(dMcbE, axis=0)                                    # through the 1 dt^T factor
-        Q = dMcbE * dtv[None, :]                                       # dM o M: through E
-        dcs = tl.sum(Q, axis=1) - tl.sum(Q, axis=0)
+        ddt = tl.zeros((BT,), dtype=tl.float32)
+        dcs = tl.zeros((BT,), dtype=tl.float32)
         dtotal = 0.0
-        if HAS_DS:
+        if HAS_DS:  # the final state S = sum_s w_s x_s^T B_s, w_s = exp(cs_T - cs_s) dt_s
             dS = tl.load(ds_ptr + b * sds_b + h * sds_h + pp[:, None] * sds_p + nn[None, :] * sds_n,
-                         mask=mp[:, None] & mn[None, :], other=0.0).to(tl.float32)
+                         mask=mp[:, None] & mn[None, :], other=0.0)
+            Bt = tl.load(p_B, mask=mtn, other=0.0)
             decay_end = tl.where(mt, tl.exp(tl.sum(a, axis=0) - cs), 0.0)
             w = decay_end * dtv
-            xdS = _mm(x.to(tl.float32), dS, True)                       # (s, n)
+            if IEEE:
+                xdS = _mm(x, dS, IEEE)                                   # (s, n)
+                dx += w[:, None] * _mm(Bt, tl.trans(dS), IEEE)
+            else:
+                xdS = _mm(x, dS.to(x.dtype), IEEE)
+                dx += w[:, None] * _mm(Bt, tl.trans(dS.to(Bt.dtype)), IEEE)
             dB_state += w[:, None] * xdS
-            dx += w[:, None] * _mm(Bt.to(tl.float32), tl.trans(dS), True)
             dw = tl.sum(xdS * Bt.to(tl.float32), axis=1)
             ddt += dw * decay_end
             dcs -= dw * w
-            dtotal = tl.sum(dw * w, axis=0)                            # the final state's cs_T = sum(a)
+            dtotal = tl.sum(dw * w, axis=0)                            # through cs_T = sum(a)
+        tl.store(dx_ptr + ((b * L + t[:, None]) * H + h) * P + pp[None, :], dx.to(dx_ptr.dtype.element_ty),
+                 mask=mtp)
+        dME = _mm(dy, tl.trans(x), IEEE) * E                           # dM o E, (t, s)
+        dcb += dME * dtv[None, :]
+        dMcbE = dME * cb
+        colsum = tl.sum(dMcbE, axis=0)
+        ddt += colsum                                                  # through the 1 dt^T factor
+        dcs += tl.sum(dMcbE * dtv[None, :], axis=1) - colsum * dtv     # through E: rows of dM o M minus columns
         da = tl.sum(dcs, axis=0) - tl.cumsum(dcs, axis=0) + dcs + dtotal  # da_j = sum_{t >= j} dcs_t
         da = tl.where(mt, da, 0.0)
         ddt += da * A
@@ -189,8 +200,8 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, ds_
         tl.store(ddt_ptr + (b * L + t) * H + h, ddt, mask=mt)
         if HAS_BIAS:
             tl.store(dbias_ptr + b * H + h, tl.sum(ddt, axis=0))
-        tl.store(dx_ptr + ((b * L + t[:, None]) * H + h) * P + pp[None, :], dx.to(dx_ptr.dtype.element_ty),
-                 mask=mtp)
+    Bt = tl.load(p_B, mask=mtn, other=0.0)
+    Ct = tl.load(p_C, mask=mtn, other=0.0)
     if IEEE:
         dC = _mm(dcb, Bt, IEEE)
         dB = _mm(tl.trans(dcb), Ct, IEEE)
