@@ -219,16 +219,16 @@ def test_linear_attention_kernels_split_and_carry():
 # ----------------------------------------------------------------------------- causal conv
 def conv_kernel_available():
     return (_backend.kernel_unavailable_reason("causal_conv1d") is None
-            or _backend.kernel_unavailable_reason("fla_conv") is None)
+            or _backend.kernel_unavailable_reason("triton_conv") is None)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_causal_conv1d_kernel(dtype):
-    """The compiled causal-conv1d when installed, else fla's Triton conv: outputs, final window and every
+    """The compiled causal-conv1d when installed, else lengthgen's Triton conv: outputs, final window and every
     gradient (the window's included) vs float64. x in ``dtype`` as Mamba's in_proj gives it (a
     channel-last view of a wider tensor), weight, bias and window in float32 as the parameters are."""
     if not conv_kernel_available():
-        pytest.skip("neither causal-conv1d's extension nor fla's conv is installed")
+        pytest.skip("neither causal-conv1d's extension nor triton is installed")
     torch.manual_seed(3)
     wide = leaf(torch.randn(2, 512, 80), dtype)       # (b, l, channels + 16): x is 64 of its channels
     w, bias, st = leaf(torch.randn(64, 4) / 2, torch.float32), leaf(torch.randn(64), torch.float32), \
@@ -242,12 +242,30 @@ def test_causal_conv1d_kernel(dtype):
 
 def test_causal_conv1d_kernel_split_and_carry():
     if not conv_kernel_available():
-        pytest.skip("neither causal-conv1d's extension nor fla's conv is installed")
+        pytest.skip("neither causal-conv1d's extension nor triton is installed")
     torch.manual_seed(4)
     x, w, bias = torch.randn(2, 64, 512, device=DEV), torch.randn(64, 4, device=DEV), torch.randn(64, device=DEV)
     fn = lambda x, s: causal_conv1d(x, w, bias, conv_state=s, backend="auto")  # noqa: E731
     for split in (1, 3, 200):
         split_matches("causal_conv1d", fn, [x], split, 2)
+
+
+@pytest.mark.parametrize("length", [16, 64, 300])
+def test_triton_conv_matches_the_reference_at_the_study_shapes(length):
+    """lengthgen's Triton conv from no window (the study's training steps) and from a carried one,
+    bf16 x as a channel-last view, against float64: outputs, window and gradients."""
+    need("triton_conv")
+    torch.manual_seed(5)
+    wide = leaf(torch.randn(8, length, 1030), torch.bfloat16)   # m2-m's in_proj width: xBC is 640 channels
+    w, bias = leaf(torch.randn(640, 4) / 2, torch.float32), leaf(torch.randn(640), torch.float32)
+    st = leaf(torch.randn(8, 640, 3), torch.float32)
+
+    def fn(wide, w, b, s, backend):
+        return causal_conv1d(wide[..., 384:1024].transpose(1, 2), w, b, conv_state=s, backend=backend)
+
+    compare("causal_conv1d triton", fn, [wide, w, bias, st], torch.bfloat16)
+    compare("causal_conv1d triton, no window", lambda wide, w, b, backend: fn(wide, w, b, None, backend),
+            [wide, w, bias], torch.bfloat16)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])

@@ -60,8 +60,8 @@ def _import_fla_cross_entropy() -> None:
     importlib.import_module("fla.modules.fused_cross_entropy")
 
 
-def _import_fla_conv() -> None:
-    importlib.import_module("fla.modules.causal_conv1d")
+def _import_triton_conv() -> None:
+    importlib.import_module("lengthgen.ops.triton.causal_conv1d")
 
 
 def _import_causal_conv1d() -> None:
@@ -80,7 +80,7 @@ KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "triton_selective_scan": ("triton (lengthgen's Mamba-1 selective-scan kernel)", _import_triton_selective_scan),
     "triton_ssd_one_chunk": ("triton (lengthgen's one-chunk Mamba-2 SSD kernel)", _import_triton_ssd_one_chunk),
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),
-    "fla_conv": ("flash-linear-attention (fla-core, its Triton causal conv1d)", _import_fla_conv),
+    "triton_conv": ("triton (lengthgen's depthwise causal conv1d kernel)", _import_triton_conv),
     "fla_cross_entropy": ("flash-linear-attention (fla-core, its fused cross-entropy kernel)",
                           _import_fla_cross_entropy),
 }

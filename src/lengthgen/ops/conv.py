@@ -8,10 +8,10 @@ the state is therefore exact.
 
 GPU, in order of preference: causal-conv1d's ``causal_conv1d_fn`` when its compiled extension is
 installed (its ``initial_states`` path wants channel-last tensors, which this module arranges);
-fla's Triton ``causal_conv1d`` (forward and backward fused with the bias and SiLU, reading the
-channel-last view Mamba's ``in_proj`` produces without a copy; its state holds ``w`` columns, of
-which the kernel reads the last ``w - 1``, so ours is padded by one unread column); otherwise the
-torch path, which runs on CUDA too.
+lengthgen's Triton conv (``ops/triton/causal_conv1d.py``: forward and backward fused with the bias
+and SiLU, reading the channel-last view Mamba's ``in_proj`` produces without a copy, recomputing the
+pre-activation in the backward instead of storing it); otherwise the torch path, which runs on CUDA
+too.
 """
 
 from __future__ import annotations
@@ -81,13 +81,11 @@ def _conv_kernel(x, weight, bias, conv_state, activation) -> tuple[Tensor, Tenso
     return y.contiguous(), state.to(state_dtype(x, weight, conv_state))
 
 
-def _fla_conv_kernel(x, weight, bias, conv_state, activation) -> tuple[Tensor, Tensor]:
-    from fla.modules.causal_conv1d import causal_conv1d as fla_causal_conv1d
+def _triton_conv_kernel(x, weight, bias, conv_state, activation) -> tuple[Tensor, Tensor]:
+    from lengthgen.ops.triton.causal_conv1d import causal_conv1d_triton
 
-    init = None if conv_state is None else F.pad(conv_state.to(x.dtype), (1, 0))  # column 0 is never read
-    y, final = fla_causal_conv1d(x.transpose(1, 2), weight, bias, initial_state=init, output_final_state=True,
-                                 activation=activation, backend="triton")
-    return y.transpose(1, 2), final[:, :, 1:].to(state_dtype(x, weight, conv_state))
+    y, window = causal_conv1d_triton(x, weight, bias, conv_state, activation)
+    return y, window.to(state_dtype(x, weight, conv_state))
 
 
 def causal_conv1d(
@@ -104,13 +102,14 @@ def causal_conv1d(
     left with the old state when l < w - 1), in float32 (float64 for float64 inputs).
     """
     _check(x, weight, bias, conv_state, activation)
-    # both kernels take widths 2-4 and at least w - 1 steps; shorter sequences stay on the torch path
-    fits = 2 <= weight.shape[1] <= 4 and x.shape[-1] >= weight.shape[1] - 1
     compiled = x.is_cuda and kernel_unavailable_reason("causal_conv1d") is None
-    if use_kernel(backend, "causal_conv1d" if compiled else "fla_conv", x, weight, bias, conv_state):
-        if fits:
-            return (_conv_kernel if compiled else _fla_conv_kernel)(x, weight, bias, conv_state, activation)
+    if use_kernel(backend, "causal_conv1d" if compiled else "triton_conv", x, weight, bias, conv_state):
+        if not compiled:
+            return _triton_conv_kernel(x, weight, bias, conv_state, activation)
+        # causal-conv1d takes widths 2-4 and at least w - 1 steps; shorter sequences stay on the torch path
+        if 2 <= weight.shape[1] <= 4 and x.shape[-1] >= weight.shape[1] - 1:
+            return _conv_kernel(x, weight, bias, conv_state, activation)
         if backend == "kernel":
-            raise ValueError(f"causal_conv1d: the kernels take widths 2-4 and at least width - 1 steps, got width "
-                             f"{weight.shape[1]} and {x.shape[-1]} steps; use backend='torch'")
+            raise ValueError(f"causal_conv1d: causal-conv1d takes widths 2-4 and at least width - 1 steps, got "
+                             f"width {weight.shape[1]} and {x.shape[-1]} steps; use backend='torch'")
     return causal_conv1d_reference(x, weight, bias, conv_state, activation)

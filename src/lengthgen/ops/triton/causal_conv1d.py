@@ -1,0 +1,177 @@
+"""Depthwise causal conv1d with a carried window (Mamba's short conv): Triton forward and backward.
+
+Channel c, output t:  pre_t = bias_c + sum_k w[c, k] z[t + k],  y_t = silu(pre_t) (or pre_t), over
+``z = [state, x]`` where the state holds the ``W - 1`` inputs before x (zeros when absent). The
+reference is ``lengthgen.ops.conv.causal_conv1d_reference``.
+
+x is read through its strides, so the channel-last view Mamba's ``in_proj`` produces needs no copy;
+y and dx are written channel-last ((b, l, d) memory seen as (b, d, l)). One program per (block of
+BD channels, block of BT steps, row):
+
+* forward: W shifted loads of x (the first block also reads the state), y in registers;
+* backward: the pre-activation is recomputed in registers (nothing is saved but the inputs), then
+  dx_j = sum_k w[k] dpre_{j + W - 1 - k} over the W shifts (the block's last W - 1 steps look W - 1
+  steps ahead), the weight and bias gradients are summed over the block and written per program
+  (torch adds the programs up afterwards: deterministic), and the first block also writes the
+  state's gradient.
+
+The new window (the last W - 1 entries of z) is sliced by the caller in torch, so its gradient
+reaches x through autograd. Widths 2-4 (any width works; 4 is Mamba's).
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:  # pragma: no cover - exercised only where triton is absent
+    raise ImportError("lengthgen.ops.triton needs triton (pip install triton); "
+                      "use backend='torch' for the plain reference") from exc
+
+# tiles (steps x channels): the backward recomputes the pre-activation at W shifts, so its tile is
+# smaller to stay in registers (no spills on sm_90 at W = 4 by ptxas' count)
+FWD_TILE, BWD_TILE = (64, 64), (16, 64)
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _z(x_ptr, s_ptr, b, c, mc, j, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W: tl.constexpr, HAS_STATE: tl.constexpr):
+    """z at x index j (a (BT,) vector of indices, j < 0 reading the state) for channels c: (BT, BD) float32."""
+    m_x = (j >= 0) & (j < L)
+    v = tl.load(x_ptr + b * sx_b + c[None, :] * sx_d + j[:, None] * sx_l, mask=m_x[:, None] & mc[None, :],
+                other=0.0).to(tl.float32)
+    if HAS_STATE:
+        m_s = (j < 0) & (j >= 1 - W)
+        v += tl.load(s_ptr + b * ss_b + c[None, :] * ss_d + (j[:, None] + W - 1) * ss_w,
+                     mask=m_s[:, None] & mc[None, :], other=0.0).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, u, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w,
+         W: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """The pre-activation at output steps u: (BT, BD) float32."""
+    acc = tl.zeros((u.shape[0], c.shape[0]), dtype=tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + c, mask=mc, other=0.0).to(tl.float32)[None, :]
+    for k in tl.static_range(W):
+        wk = tl.load(w_ptr + c * W + k, mask=mc, other=0.0).to(tl.float32)
+        acc += wk[None, :] * _z(x_ptr, s_ptr, b, c, mc, u + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w,
+                                W, HAS_STATE)
+    return acc
+
+
+@triton.jit
+def _fwd_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, y_ptr, D, L,
+                sx_b, sx_d, sx_l, ss_b, ss_d, ss_w,
+                W: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                BT: tl.constexpr, BD: tl.constexpr):
+    c = tl.program_id(0) * BD + tl.arange(0, BD)
+    t = tl.program_id(1) * BT + tl.arange(0, BT)
+    b = tl.program_id(2).to(tl.int64)
+    mc = c < D
+    pre = _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE,
+               HAS_BIAS)
+    y = pre * tl.sigmoid(pre) if SILU else pre
+    tl.store(y_ptr + (b * L + t[:, None]) * D + c[None, :], y.to(y_ptr.dtype.element_ty),
+             mask=(t < L)[:, None] & mc[None, :])
+
+
+@triton.jit
+def _bwd_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, dy_ptr, dx_ptr, dw_ptr, db_ptr, dstate_ptr, D, L, NT,
+                sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, sdy_b, sdy_d, sdy_l,
+                W: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                BT: tl.constexpr, BD: tl.constexpr):
+    i_t = tl.program_id(1)
+    c = tl.program_id(0) * BD + tl.arange(0, BD)
+    t = i_t * BT + tl.arange(0, BT)
+    b = tl.program_id(2).to(tl.int64)
+    mc = c < D
+    part = (b * NT + i_t) * D                                          # this program's partial sums
+    dx = tl.zeros((BT, BD), dtype=tl.float32)
+    for s in tl.static_range(W):                                       # dpre at steps u = t + s
+        u = t + s
+        mu = (u < L)[:, None] & mc[None, :]
+        dp = tl.load(dy_ptr + b * sdy_b + c[None, :] * sdy_d + u[:, None] * sdy_l, mask=mu, other=0.0).to(tl.float32)
+        if SILU:
+            pre = _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, u, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W,
+                       HAS_STATE, HAS_BIAS)
+            sg = tl.sigmoid(pre)
+            dp = dp * sg * (1.0 + pre * (1.0 - sg))
+        # x index j = t feeds output u = j + (W - 1) - k through w[k]: k = W - 1 - s
+        dx += tl.load(w_ptr + c * W + (W - 1 - s), mask=mc, other=0.0).to(tl.float32)[None, :] * dp
+        if s == 0:  # the block's own outputs: weight, bias and state gradients
+            for k in tl.static_range(W):
+                zk = _z(x_ptr, s_ptr, b, c, mc, t + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
+                tl.store(dw_ptr + (part + c) * W + k, tl.sum(dp * zk, axis=0), mask=mc)
+            if HAS_BIAS:
+                tl.store(db_ptr + part + c, tl.sum(dp, axis=0), mask=mc)
+            if HAS_STATE:
+                if i_t == 0:  # state column i is z index i: used by outputs u = i - k, k <= i
+                    for i in tl.static_range(W - 1):
+                        g = tl.zeros((BD,), dtype=tl.float32)
+                        for k in tl.static_range(i + 1):
+                            wk = tl.load(w_ptr + c * W + k, mask=mc, other=0.0).to(tl.float32)
+                            g += wk * tl.sum(tl.where((t == i - k)[:, None], dp, 0.0), axis=0)
+                        tl.store(dstate_ptr + (b * D + c) * (W - 1) + i, g, mask=mc)
+    tl.store(dx_ptr + (b * L + t[:, None]) * D + c[None, :], dx.to(dx_ptr.dtype.element_ty),
+             mask=(t < L)[:, None] & mc[None, :])
+
+
+def _channel_last(b: int, d: int, l: int, dtype, device) -> torch.Tensor:
+    return torch.empty(b, l, d, dtype=dtype, device=device).transpose(1, 2)
+
+
+class _CausalConv1d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, state, silu):
+        b, d, l = x.shape
+        w = weight.shape[1]
+        y = _channel_last(b, d, l, x.dtype, x.device)
+        st = state if state is not None else x
+        ss = state.stride() if state is not None else (0, 0, 0)
+        bt, bd = FWD_TILE
+        grid = (triton.cdiv(d, bd), triton.cdiv(l, bt), b)
+        _fwd_kernel[grid](x, st, weight, bias if bias is not None else weight, y, d, l, *x.stride(), *ss,
+                          W=w, HAS_STATE=state is not None, HAS_BIAS=bias is not None, SILU=silu, BT=bt, BD=bd)
+        ctx.save_for_backward(x, weight, bias, state)
+        ctx.silu = silu
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, bias, state = ctx.saved_tensors
+        b, d, l = x.shape
+        w = weight.shape[1]
+        bt, bd = BWD_TILE
+        nt = triton.cdiv(l, bt)
+        dx = _channel_last(b, d, l, x.dtype, x.device)
+        dw = torch.empty(b * nt, d, w, dtype=torch.float32, device=x.device)
+        db = torch.empty(b * nt, d, dtype=torch.float32, device=x.device) if bias is not None else dw
+        dstate = torch.empty(b, d, w - 1, dtype=torch.float32, device=x.device) if state is not None else dw
+        st = state if state is not None else x
+        ss = state.stride() if state is not None else (0, 0, 0)
+        grid = (triton.cdiv(d, bd), nt, b)
+        _bwd_kernel[grid](x, st, weight, bias if bias is not None else weight, dy, dx, dw, db, dstate, d, l, nt,
+                          *x.stride(), *ss, *dy.stride(),
+                          W=w, HAS_STATE=state is not None, HAS_BIAS=bias is not None, SILU=ctx.silu, BT=bt, BD=bd)
+        return (dx, dw.sum(0).to(weight.dtype), None if bias is None else db.sum(0).to(bias.dtype),
+                None if state is None else dstate.to(state.dtype), None)
+
+
+def causal_conv1d_triton(x, weight, bias=None, conv_state=None, activation="silu"):
+    """y (b, d, l) in x's dtype (channel-last memory) and the new window (b, d, w - 1) in float32 of the
+    depthwise causal conv; arguments as ``lengthgen.ops.causal_conv1d``'s (already checked there)."""
+    w = weight.shape[1]
+    state = None if conv_state is None else conv_state.to(torch.float32)
+    y = _CausalConv1d.apply(x, weight.contiguous(), None if bias is None else bias.contiguous(), state,
+                            activation == "silu")
+    l = x.shape[-1]
+    if l >= w - 1:
+        window = x[:, :, l - (w - 1):]
+    else:
+        head = state if state is not None else x.new_zeros(x.shape[0], x.shape[1], w - 1)
+        window = torch.cat([head.to(x.dtype), x], dim=-1)[:, :, -(w - 1):]
+    return y, window.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
