@@ -6,14 +6,14 @@ on them. The ground truth is ``causal_conv1d_reference`` in float64.
 """
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
+
+from _interpreter import interpret, run_group  # noqa: E402
 
 
 def rel(a, b):
@@ -75,26 +75,9 @@ GROUPS = {
 }
 
 
-def run_group(name):
-    import lengthgen.ops.triton.causal_conv1d as mod
-
-    torch.manual_seed(0)
-    out = {"kernel_type_" + name: type(mod._fwd_kernel).__name__}
-    out.update({case: fn() for case, fn in GROUPS[name].items()})
-    return out
-
-
 @pytest.fixture(scope="module")
 def interp():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    procs = [subprocess.Popen([sys.executable, __file__, g], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for g in GROUPS]
-    out = {}
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=300)
-        assert p.returncode == 0, stderr[-4000:]
-        out.update(json.loads(stdout.strip().splitlines()[-1]))
-    return out
+    return interpret(__file__, GROUPS)
 
 
 def test_the_interpreter_ran_the_kernels(interp):
@@ -122,4 +105,4 @@ def test_float16_kernels_stay_close_to_the_reference(interp):
 
 
 if __name__ == "__main__":
-    print(json.dumps(run_group(sys.argv[1])))
+    print(json.dumps(run_group("lengthgen.ops.triton.causal_conv1d", GROUPS, sys.argv[1])))

@@ -7,13 +7,14 @@ on them. The ground truth is a plain float64 loop over time written below.
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
+
+from _interpreter import interpret, run_group  # noqa: E402
 
 
 def reference_scan(u, delta, A, B, C, h0=None):
@@ -118,26 +119,9 @@ GROUPS = {
 }
 
 
-def run_group(name):
-    import lengthgen.ops.triton.selective_scan as mod
-
-    torch.manual_seed(0)
-    out = {"kernel_type_" + name: type(mod._fwd_kernel).__name__}
-    out.update({case: fn() for case, fn in GROUPS[name].items()})
-    return out
-
-
 @pytest.fixture(scope="module")
 def interp():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    procs = [subprocess.Popen([sys.executable, __file__, g], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for g in GROUPS]
-    out = {}
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=300)
-        assert p.returncode == 0, stderr[-4000:]
-        out.update(json.loads(stdout.strip().splitlines()[-1]))
-    return out
+    return interpret(__file__, GROUPS)
 
 
 def test_runs_the_triton_kernel_in_the_interpreter(interp):
@@ -212,4 +196,4 @@ def test_bad_inputs_give_clear_errors():
 
 
 if __name__ == "__main__":
-    print(json.dumps(run_group(sys.argv[1])))
+    print(json.dumps(run_group("lengthgen.ops.triton.selective_scan", GROUPS, sys.argv[1])))

@@ -141,6 +141,23 @@ def test_kernels_match_the_float64_cpu_reference(arch):
         assert rel_err(a.cpu(), b) < 1e-3, name
 
 
+def none_vs_zero_state(model, ids, precision: str) -> dict[str, float]:
+    """Relative differences of logits, final state and every parameter gradient between a step from
+    ``state=None`` and one from an explicit zero state (the loss uses the final state too)."""
+    runs = []
+    for state in (None, model.zero_state(ids.shape[0])):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
+            logits, final = model(ids, state=state)
+        (logits.float().square().mean() + sum(t.square().sum() for _, _, t in final.tensors())).backward()
+        runs.append((logits.detach(), final.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, fa, ga), (b, fb, gb) = runs
+    errors = {"logits": rel_err(a, b)}
+    errors.update({f"state[{i}].{n}": rel_err(x, y) for (i, n, x), (_, _, y) in zip(fa.tensors(), fb.tensors())})
+    errors.update({f"grad {n}": rel_err(ga[n], gb[n]) for n in ga if gb[n].norm() > 0})
+    return errors
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("arch", ["mamba1", "mamba2", "gla", "rwkv6"])
 def test_no_state_matches_the_zero_state_through_the_kernels(arch, precision):
@@ -151,17 +168,7 @@ def test_no_state_matches_the_zero_state_through_the_kernels(arch, precision):
     model = build_model(arch, "tiny", seed=0, device=DEVICE, **OURS.get(arch, {}))
     ids = torch.randint(0, VOCAB if arch in OURS else model.config.vocab_size, (4, 200), device=DEVICE,
                         generator=torch.Generator(DEVICE).manual_seed(4))
-    runs = []
-    for state in (None, model.zero_state(4)):
-        model.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
-            logits, final = model(ids, state=state)
-        (logits.float().square().mean() + sum(t.square().sum() for _, _, t in final.tensors())).backward()
-        runs.append((logits.detach(), final.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (a, fa, ga), (b, fb, gb) = runs
-    errors = {"logits": rel_err(a, b)}
-    errors.update({f"state[{i}].{n}": rel_err(x, y) for (i, n, x), (_, _, y) in zip(fa.tensors(), fb.tensors())})
-    errors.update({f"grad {n}": rel_err(ga[n], gb[n]) for n in ga if gb[n].norm() > 0})
+    errors = none_vs_zero_state(model, ids, precision)
     worst = max(errors, key=errors.get)
     print(f"\n{arch} {precision}: no state vs zero state, worst {worst} = {errors[worst]:.2e}, "
           f"bit-identical: {all(v == 0 for v in errors.values())}")
@@ -180,17 +187,7 @@ def test_one_chunk_kernel_matches_the_chunked_kernels_in_a_model(precision):
     model = build_model("mamba2", "tiny", seed=0, device=DEVICE, vocab_size=VOCAB, chunk_size=64, d_state=128,
                         headdim=32, d_model=128)
     ids = torch.randint(0, VOCAB, (8, 64), device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(5))
-    runs = []
-    for state in (None, model.zero_state(8)):
-        model.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
-            logits, final = model(ids, state=state)
-        (logits.float().square().mean() + sum(t.square().sum() for _, _, t in final.tensors())).backward()
-        runs.append((logits.detach(), final.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (a, fa, ga), (b, fb, gb) = runs
-    errors = {"logits": rel_err(a, b)}
-    errors.update({f"state[{i}].{n}": rel_err(x, y) for (i, n, x), (_, _, y) in zip(fa.tensors(), fb.tensors())})
-    errors.update({f"grad {n}": rel_err(ga[n], gb[n]) for n in ga if gb[n].norm() > 0})
+    errors = none_vs_zero_state(model, ids, precision)
     worst = max(errors, key=errors.get)
     print(f"\nmamba2 {precision}: one-chunk kernel vs chunked kernels, worst {worst} = {errors[worst]:.2e}")
     limit = 1e-4 if precision == "fp32" else 3e-2
