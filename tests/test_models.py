@@ -419,3 +419,25 @@ def test_the_study_levers_slow_the_initial_decay():
 
     with torch.no_grad():
         assert float(log_decay(built["gla-s"]) / log_decay(built["gla-s-slow"])) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_linear_padded_is_the_layer_with_zero_pad_outputs():
+    """Mamba-2's in_proj at an odd width runs with its outputs padded to a multiple of 8: the first
+    out_features columns and every gradient are the layer's own, the pad's outputs are zero."""
+    from lengthgen.models.layers import linear_padded
+
+    torch.manual_seed(0)
+    for bias in (False, True):
+        layer = torch.nn.Linear(12, 13, bias=bias).double()
+        x = torch.randn(3, 5, 12, dtype=torch.float64, requires_grad=True)
+        out = linear_padded(x, layer)
+        assert out.shape == (3, 5, 16) and torch.equal(out[..., 13:], torch.zeros(3, 5, 3, dtype=torch.float64))
+        g = torch.randn(3, 5, 13, dtype=torch.float64)
+        grads = torch.autograd.grad((out[..., :13] * g).sum(), [x, *layer.parameters()])
+        ref = layer(x)
+        ref_grads = torch.autograd.grad((ref * g).sum(), [x, *layer.parameters()])
+        torch.testing.assert_close(out[..., :13], ref, rtol=1e-12, atol=1e-12)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    aligned = torch.nn.Linear(4, 8)
+    assert linear_padded(torch.randn(2, 4), aligned).shape == (2, 8)

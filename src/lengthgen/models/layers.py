@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lengthgen.ops.norm import compute_dtype, rms_norm
@@ -106,3 +107,16 @@ def full_precision(t: Tensor) -> Tensor:
     """``t`` in float32, or float64 if it already is: for the decay/skip parameters (A_log, D,
     dt biases), which mamba-ssm keeps out of low precision so exp(A_log) never overflows."""
     return t if t.dtype == torch.float64 else t.float()
+
+
+def linear_padded(x: Tensor, layer: nn.Linear, multiple: int = 8) -> Tensor:
+    """``layer(x)`` with its output features padded to a multiple of ``multiple`` by zero rows of the
+    weight: (..., out_features + pad), the pad's outputs zero. Rows of 8 bf16 values (16 bytes) let
+    cuBLAS take its sm90 kernels; at an odd width such as m2-m's in_proj (1,030 outputs) every
+    product of the layer, forward and backward, falls back to 2-element-aligned sm80 ones. The
+    caller splits the pad off; the parameter (and a checkpoint's shape) is unchanged."""
+    pad = (-layer.out_features) % multiple
+    if pad == 0:
+        return layer(x)
+    bias = None if layer.bias is None else F.pad(layer.bias, (0, pad))
+    return F.linear(x, F.pad(layer.weight, (0, 0, 0, pad)), bias)

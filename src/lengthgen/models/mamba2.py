@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lengthgen.models.base import LanguageModel, ModelConfig, ResidualBlock
-from lengthgen.models.layers import GatedRMSNorm, full_precision, init_dt_bias, no_weight_decay
+from lengthgen.models.layers import GatedRMSNorm, full_precision, init_dt_bias, linear_padded, no_weight_decay
 from lengthgen.ops import causal_conv1d, ssd_scan
 
 ARCH = "mamba2"
@@ -118,7 +118,9 @@ class Mamba2Mixer(nn.Module):
 
     def forward(self, hidden: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         gn = self.ngroups * self.d_state
-        z, xBC, dt = self.in_proj(hidden).split([self.d_inner, self.d_inner + 2 * gn, self.nheads], dim=-1)
+        zxbcdt = linear_padded(hidden, self.in_proj)
+        z, xBC, dt, _ = zxbcdt.split([self.d_inner, self.d_inner + 2 * gn, self.nheads,
+                                      zxbcdt.shape[-1] - self.in_proj.out_features], dim=-1)
         xBC, conv = causal_conv1d(
             xBC.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, state.get("conv"), "silu", backend=self.backend
         )
