@@ -104,6 +104,8 @@ GROUPS = {
         "fp32_groups_plain": lambda: _case((1, 16, 4, 16, 2, 16), 1, torch.float32, with_d=False, with_bias=False,
                                            softplus=False),
         "fp32_y_only": lambda: _case((1, 40, 2, 16, 1, 16), 2, torch.float32, use_final=False),
+        # the reduced study's m2-m at T = 64: full 64 x 64 x 128 tiles, 6 heads in one group
+        "fp32_study_shape": lambda: _case((2, 64, 6, 64, 1, 128), 9, torch.float32),
     },
     "b": {
         # the low-precision path in float16: the interpreter's tl.dot mishandles bfloat16 operands
@@ -126,7 +128,8 @@ def test_the_interpreter_ran_the_kernels(interp):
     assert interp["kernel_type_a"] == interp["kernel_type_b"] == "InterpretedFunction"
 
 
-@pytest.mark.parametrize("case", ["fp32_full", "fp32_groups_plain", "fp32_y_only", "fp32_length_1"])
+@pytest.mark.parametrize("case", ["fp32_full", "fp32_groups_plain", "fp32_y_only", "fp32_length_1",
+                                  "fp32_study_shape"])
 def test_float32_kernels_match_the_float64_reference(interp, case):
     r = interp[case]
     for key in ("y", "final_state", *("d" + k for k in GRADS)):
