@@ -93,7 +93,9 @@ def _fits_case():
             "fits_longer_than_chunk": fits(x, B, 32, None),
             "fits_long": fits(torch.zeros(1, 65, 2, 64), torch.zeros(1, 65, 1, 128), 256, None),
             "fits_big_state": fits(x, torch.zeros(1, 64, 1, 256), 64, None),
-            "fits_float64": fits(x.double(), B.double(), 64, None)}
+            "fits_float64": fits(x.double(), B.double(), 64, None),
+            "fits_int32_bound": fits(torch.empty(2**17, 64, 2, 64, device="meta"),
+                                     torch.empty(2**17, 64, 1, 128, device="meta"), 64, None)}
 
 
 GROUPS = {
@@ -158,7 +160,8 @@ def test_strided_views_give_identical_results(interp):
 
 def test_fits_only_one_chunk_from_zero_state(interp):
     assert interp["fits"] == {"fits_64": True, "fits_with_state": False, "fits_longer_than_chunk": False,
-                              "fits_long": False, "fits_big_state": False, "fits_float64": False}
+                              "fits_long": False, "fits_big_state": False, "fits_float64": False,
+                              "fits_int32_bound": False}
 
 
 if __name__ == "__main__":

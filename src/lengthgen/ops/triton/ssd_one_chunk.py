@@ -39,14 +39,18 @@ except ImportError as exc:  # pragma: no cover - exercised only where triton is 
 
 MAX_T, MAX_P, MAX_N = 64, 64, 128
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_SOFTPLUS_THRESHOLD = 20.0  # torch's F.softplus and mamba-ssm: x above it is passed through
+# the kernels index with int32 (int64 offsets cost registers the backward does not have): every
+# (b, l, h, max(p, n)) tensor of a call stays under 2^31 elements, else ssd_scan takes mamba-ssm's path
+_MAX_ELEMENTS = 2**31
 
 
 def fits(x: torch.Tensor, B: torch.Tensor, chunk_size: int, initial_state) -> bool:
     """Whether this kernel computes the call: one chunk, zero initial state, supported sizes."""
-    l, p, n = x.shape[1], x.shape[3], B.shape[3]
+    b, l, h, p = x.shape
+    n = B.shape[3]
     return (initial_state is None and l <= min(chunk_size, MAX_T) and p <= MAX_P and n <= MAX_N
-            and x.dtype in _DTYPES and B.dtype in _DTYPES)
+            and x.dtype in _DTYPES and B.dtype in _DTYPES
+            and b * l * h * max(p, n) < _MAX_ELEMENTS)
 
 
 @triton.jit
