@@ -159,7 +159,7 @@ def _ssd_kernel(x, dt, A, B, C, D, dt_bias, dt_softplus, initial_state, chunk_si
 
 def _one_chunk(x: Tensor, B: Tensor, chunk_size: int, initial_state) -> bool:
     """Whether the call is one chunk from the zero state that lengthgen's one-chunk kernel takes."""
-    if initial_state is not None or x.shape[1] > chunk_size or kernel_unavailable_reason("triton_ssd_one_chunk"):
+    if initial_state is not None or kernel_unavailable_reason("triton_ssd_one_chunk"):
         return False
     from lengthgen.ops.triton.ssd_one_chunk import fits
 
