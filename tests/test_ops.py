@@ -454,6 +454,48 @@ def test_rms_norm_kernel_path_flattens_and_restores_the_shape(monkeypatch):
     torch.testing.assert_close(got, norm_mod.rms_norm_reference(x, w, 1e-5, z, 4), rtol=0, atol=0)
 
 
+def test_add_rms_norm_is_the_add_then_the_norm():
+    """The fused pre-norm add: the new residual is residual + x, the output rms_norm of it in x's
+    dtype, with gradients as from the two ops apart; the kernel path (a CPU fake of mamba-ssm's
+    rms_norm_fn) gets the residual and prenorm=True."""
+    from lengthgen.ops import norm as norm_mod
+
+    g = torch.Generator().manual_seed(0)
+    x, r = (torch.randn(2, 5, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    w = torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True)
+    out, new = norm_mod.add_rms_norm(x, r, w, 1e-5)
+    want_new = r + x
+    want = norm_mod.rms_norm_reference(want_new, w, 1e-5)
+    assert torch.equal(new, want_new) and torch.equal(out, want)
+    grads = torch.autograd.grad(out.square().sum() + new.sum(), [x, r, w])
+    want_grads = torch.autograd.grad(want.square().sum() + want_new.sum(), [x, r, w])
+    for a, b in zip(grads, want_grads):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="residual must have"):
+        norm_mod.add_rms_norm(x, r[:, :3], w, 1e-5)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        norm_mod.add_rms_norm(x, r, w[:4], 1e-5)
+
+
+def test_add_rms_norm_kernel_path_passes_the_residual(monkeypatch):
+    from lengthgen.ops import norm as norm_mod
+
+    seen = []
+
+    def fake(x, weight, bias, residual=None, eps=1e-6, prenorm=False, residual_in_fp32=False):
+        seen.append((bias, prenorm, residual_in_fp32, residual is not None))
+        new = residual + x
+        return norm_mod.rms_norm_reference(new, weight, eps).to(x.dtype), new
+
+    monkeypatch.setattr(norm_mod, "use_kernel", lambda *a: True)
+    monkeypatch.setattr(_mamba_import, "mamba_add_rms_norm_fn", lambda: fake)
+    x, r, w = torch.randn(3, 8), torch.randn(3, 8), torch.randn(8)
+    out, new = norm_mod.add_rms_norm(x, r, w, 1e-5)
+    assert seen == [(None, True, True, True)] and torch.equal(new, r + x)
+    norm_mod.add_rms_norm(x, r.double(), w, 1e-5)  # a float64 residual stays on the reference
+    assert len(seen) == 1
+
+
 def test_swiglu_linear_reference_and_checks():
     from lengthgen.ops import swiglu_linear
 

@@ -182,8 +182,8 @@ class GLABlock(nn.Module):
 
     def forward(self, hidden: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         y, new_state = self.attn(self.attn_norm(hidden), state)
-        hidden = hidden + y
-        return hidden + self.mlp(self.mlp_norm(hidden)), new_state
+        normed, hidden = self.mlp_norm.add(y, hidden)  # hidden + y and its norm in one op, as fla fuses them
+        return hidden + self.mlp(normed), new_state
 
     def zero_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
         return self.attn.zero_state(batch_size, device, dtype)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lengthgen.ops.norm import compute_dtype, rms_norm
+from lengthgen.ops.norm import add_rms_norm, compute_dtype, rms_norm
 
 
 class RMSNorm(nn.Module):
@@ -28,6 +28,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return rms_norm(x, self.weight, self.eps, backend=self.backend)
+
+    def add(self, x: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
+        """``(self(residual + x), residual + x)`` in one op (``ops.norm.add_rms_norm``)."""
+        return add_rms_norm(x, residual, self.weight, self.eps, backend=self.backend)
 
 
 class GatedRMSNorm(nn.Module):

@@ -94,6 +94,12 @@ def mamba_rmsnorm_fn() -> Callable:
 
 
 @functools.lru_cache(maxsize=None)
+def mamba_add_rms_norm_fn() -> Callable:
+    """mamba-ssm's Triton ``rms_norm_fn`` with a residual (the residual add fused into the norm)."""
+    return _from_mamba("mamba_ssm.ops.triton.layer_norm", "rms_norm_fn")
+
+
+@functools.lru_cache(maxsize=None)
 def causal_conv1d_fn() -> Callable | None:
     """causal-conv1d's ``causal_conv1d_fn`` when its compiled extension is installed, else None."""
     if not compiled_causal_conv1d_available():

@@ -9,6 +9,11 @@ rms(x) = sqrt(mean(x^2) + eps).  The reference computes in float32 (float64 stay
 returns x's dtype, like mamba-ssm's reference norms.  GPU: mamba-ssm's Triton ``rmsnorm_fn``
 (``mamba_ssm.ops.triton.layernorm_gated``), which fuses the gate and saves no float32 copies for
 the backward pass.
+
+``add_rms_norm`` is a pre-norm block's residual add and the next norm in one op:
+``residual + x`` and its plain RMSNorm (GPU: mamba-ssm's ``layer_norm.rms_norm_fn`` with
+``residual``, ``prenorm=True``, the residual kept in float32), so the sum is written once and
+read by nobody else.
 """
 
 from __future__ import annotations
@@ -59,3 +64,22 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None, gro
                                  norm_before_gate=norm_before_gate)
         return out.reshape(shape)
     return rms_norm_reference(x, weight, eps, z, group_size, norm_before_gate)
+
+
+def add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float,
+                 backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """``(rms_norm(residual + x) in x's dtype, residual + x)``: x (..., d) is a sub-block's output,
+    ``residual`` (x's shape) the stream it is added to, in float32 (float64 stays float64)."""
+    d = x.shape[-1]
+    if weight.shape != (d,):
+        raise ValueError(f"add_rms_norm: weight must have shape ({d},), got {tuple(weight.shape)}")
+    if residual.shape != x.shape:
+        raise ValueError(f"add_rms_norm: the residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
+    if residual.dtype == torch.float32 and use_kernel(backend, "mamba_add_norm", x, residual, weight):
+        from lengthgen.ops._mamba_import import mamba_add_rms_norm_fn
+
+        out, new_residual = mamba_add_rms_norm_fn()(x, weight, None, residual=residual, eps=eps, prenorm=True,
+                                                    residual_in_fp32=True)
+        return out, new_residual
+    new_residual = residual + x
+    return rms_norm_reference(new_residual, weight, eps).to(x.dtype), new_residual
