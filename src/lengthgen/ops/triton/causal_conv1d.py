@@ -33,7 +33,6 @@ except ImportError as exc:  # pragma: no cover - exercised only where triton is 
 # tiles (steps x channels): the backward recomputes the pre-activation at W shifts, so its tile is
 # smaller to stay in registers (no spills on sm_90 at W = 4 by ptxas' count)
 FWD_TILE, BWD_TILE = (64, 64), (16, 64)
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
