@@ -161,8 +161,9 @@ class _CausalConv1d(torch.autograd.Function):
 
 
 def causal_conv1d_triton(x, weight, bias=None, conv_state=None, activation="silu"):
-    """y (b, d, l) in x's dtype (channel-last memory) and the new window (b, d, w - 1) in float32 of the
-    depthwise causal conv; arguments as ``lengthgen.ops.causal_conv1d``'s (already checked there)."""
+    """y (b, d, l) in x's dtype (channel-last memory) and the new window (b, d, w - 1) in float32
+    (float64 for float64 x) of the depthwise causal conv; arguments as ``lengthgen.ops.causal_conv1d``'s
+    (already checked there)."""
     w = weight.shape[1]
     state = None if conv_state is None else conv_state.to(torch.float32)
     y = _CausalConv1d.apply(x, weight.contiguous(), None if bias is None else bias.contiguous(), state,

@@ -201,7 +201,7 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, ds_
         if SOFTPLUS:
             ddt = tl.where(raw > 20.0, ddt, ddt * tl.sigmoid(raw))
         ddt = tl.where(mt, ddt, 0.0)
-        tl.store(ddt_ptr + (b * L + t) * H + h, ddt, mask=mt)
+        tl.store(ddt_ptr + (b * L + t) * H + h, ddt.to(ddt_ptr.dtype.element_ty), mask=mt)
         if HAS_BIAS:
             tl.store(dbias_ptr + b * H + h, tl.sum(ddt, axis=0))
     Bt = tl.load(p_B, mask=mtn, other=0.0)
@@ -250,9 +250,10 @@ class _OneChunkSSD(torch.autograd.Function):
         g, n = B.shape[2], B.shape[3]
         dy = dy if dy is not None else torch.zeros_like(x)
         dx = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device)
-        ddt = torch.empty(b, l, h, dtype=torch.float32, device=x.device)
-        dB = torch.empty(b, l, g, n, dtype=torch.float32, device=x.device)
-        dC = torch.empty_like(dB)
+        # each of dx, ddt, dB, dC is complete in one program, so it is written in its input's dtype
+        ddt = torch.empty(b, l, h, dtype=dt.dtype, device=x.device)
+        dB = torch.empty(b, l, g, n, dtype=B.dtype, device=x.device)
+        dC = torch.empty(b, l, g, n, dtype=C.dtype, device=x.device)
         dA = torch.empty(b, h, dtype=torch.float32, device=x.device)
         dD = torch.empty_like(dA) if D is not None else dA
         dbias = torch.empty_like(dA) if dt_bias is not None else dA
@@ -265,7 +266,7 @@ class _OneChunkSSD(torch.autograd.Function):
             HAS_D=D is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=ctx.dt_softplus, HAS_DS=dS is not None,
             IEEE=ctx.ieee, **_tiles(l, p, n), num_warps=8,
         )  # fmt: skip
-        return (dx, ddt.to(dt.dtype), dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+        return (dx, ddt, dA.sum(0).to(A.dtype), dB, dC,
                 None if D is None else dD.sum(0).to(D.dtype),
                 None if dt_bias is None else dbias.sum(0).to(dt_bias.dtype), None)
 
