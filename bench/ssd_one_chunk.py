@@ -43,11 +43,11 @@ def case(options: Options, rows: int, length: int) -> dict:
     w = torch.randn(rows, length, HEADS, HEADDIM, device=options.torch_device).to(torch.bfloat16)
     out = {"rows": rows, "length": length, "tokens": rows * length}
     for name, fn in impls.items():
-        def fwd_bwd():
+        def fwd_bwd(fn=fn):
             y, _ = fn()
             torch.autograd.grad((y * w).float().sum(), ins)
         with torch.no_grad():
-            fwd = measure(lambda: fn(), options)
+            fwd = measure(fn, options)
         out[name] = {"forward": fwd, "forward_backward": measure(fwd_bwd, options)}
     with torch.no_grad():
         (y1, s1), (y2, s2) = impls["one_chunk"](), impls["mamba_ssm"]()
