@@ -1,5 +1,6 @@
 """Synthetic copying: examples, deterministic batches, metrics against a direct computation, the stage."""
 
+import json
 import random
 
 import pytest
@@ -110,3 +111,12 @@ def test_stage_trains_with_state_passing_and_evaluates(tmp_path):
     from lengthgen.models import build_model as bm
     assert data["parameters"] == sum(p.numel() for p in bm("mamba2", preset="tiny", vocab_size=30).parameters())
     assert (tmp_path / "copy.json.train" / "final").is_dir()
+    # a rerun over the finished run folder (a call that stopped in the evaluation) evaluates the same
+    # model and reports the loss its last step logged
+    first = json.loads((tmp_path / "copy.json.train" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert data["train"]["final_loss"] == first["loss"] and first["step"] == 3
+    out.unlink()
+    assert main(["task-copying", "--config", str(tmp_path / "c.yaml"), "--out", str(out)]) == 0
+    again = read_result(out, "task-copying")["data"]
+    assert again["train"]["final_loss"] == first["loss"]
+    assert again["eval_length"] == data["eval_length"] and again["train_length"] == data["train_length"]

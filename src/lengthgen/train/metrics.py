@@ -33,6 +33,19 @@ class MetricsLog:
                 kept.append(line)
         io.write_text(self.path, "".join(line + "\n" for line in kept))
 
+    def record_at(self, step: int) -> dict | None:
+        """The logged record of ``step`` (the last one if logged twice), or None."""
+        found = None
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and rec.get("step") == step:
+                    found = rec
+        return found
+
     def write(self, record: Mapping) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -144,7 +144,7 @@ class Trainer:
         self._on_main(self._restore_milestones)
         if self.step >= self.steps and self.run.finished():
             self.log(f"{self.run.root}: already finished ({self.step}/{self.steps} steps); nothing to do")
-            return self._summary(None)
+            return self._summary(self.metrics.record_at(self.step))  # its loss as it was logged
         loggers = Loggers(self.train, self.run.root, self.steps, self.step, self.dist.is_main,
                           self.cfg.get("run_name"), self.cfg)
         last = None
