@@ -460,12 +460,18 @@ class RefAdapter:
 
         from bench import upstream
 
+        from lengthgen.models.base import check_token_ids
+
         logits_of = upstream.logits_of(kind)
+        vocab = next(m.num_embeddings for m in theirs.modules() if isinstance(m, nn.Embedding))
 
         class Wrapped(nn.Module):
             def __init__(self):
                 super().__init__()
                 self.inner = theirs
+
+            def check_input_ids(self, ids, token_range=True):  # the trainer checks a batch before a replay
+                check_token_ids(ids, vocab, token_range)
 
             def forward(self, ids, state=None):
                 if state is not None:

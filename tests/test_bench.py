@@ -445,6 +445,10 @@ def test_study_train_reference_runs_through_the_same_trainer_step(tmp_path, monk
     assert trainer is not None, record
     assert record["variant"] == "default" and record["attempts"] == [] and record["reference"] == {"reference": "fake"}
     assert trainer.raw.inner is theirs and trainer.layout.tokens_per_step == 256
+    vocab = theirs.inner.vocab_size  # the graphed step (CUDA) checks each batch through the wrapper
+    trainer.raw.check_input_ids(torch.tensor([[0, vocab - 1]]))
+    with pytest.raises(ValueError, match=f"must lie in \\[0, {vocab}\\)"):
+        trainer.raw.check_input_ids(torch.tensor([[0, vocab]]))
     got = study_train.timed_steps(trainer, 1, 2, trainer.device)
     trainer.metrics.close()
     assert got["steps_timed"] == 2 and got["losses_finite"] and _positive(got["tokens_per_s"])

@@ -128,6 +128,23 @@ class Backbone(nn.Module):
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
 
 
+def check_token_ids(input_ids: Tensor, vocab_size: int, token_range: bool = True) -> None:
+    """A (batch, length) integer tensor, and (``token_range``) every id in ``[0, vocab_size)``.
+    The range check reads the ids on the host: one device synchronisation."""
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {shape}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+    if token_range and input_ids.numel():
+        lo, hi = _id_range(input_ids)
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(
+                f"token ids must lie in [0, {vocab_size}) for this model, got range [{lo}, {hi}]: "
+                "does the tokenizer match the model's vocab_size?"
+            )
+
+
 def _id_range(ids: Tensor) -> tuple[int, int]:
     """(min, max) of a token-id tensor: on the device one pass and one sync; on the host through
     numpy, single-threaded (torch's CPU reductions start its thread pool, which costs milliseconds
@@ -220,20 +237,8 @@ class LanguageModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def check_input_ids(self, input_ids: Tensor, token_range: bool = True) -> None:
-        """A (batch, length) integer tensor, and (``token_range``) every id in ``[0, vocab_size)``.
-        The range check reads the ids on the host: one device synchronisation."""
-        if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
-            shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
-            raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {shape}")
-        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-            raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
-        if token_range and input_ids.numel():
-            lo, hi = _id_range(input_ids)
-            if lo < 0 or hi >= self.vocab_size:
-                raise ValueError(
-                    f"token ids must lie in [0, {self.vocab_size}) for this model, got range [{lo}, {hi}]: "
-                    "does the tokenizer match the model's vocab_size?"
-                )
+        """:func:`check_token_ids` against this model's ``vocab_size``."""
+        check_token_ids(input_ids, self.vocab_size, token_range)
 
     def forward(self, input_ids: Tensor, state: RecurrentState | None = None) -> tuple[Tensor, RecurrentState]:
         """Logits ``(batch, length, vocab_size)`` and the final state, starting from ``state``
