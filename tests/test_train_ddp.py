@@ -58,3 +58,41 @@ def test_two_gloo_processes_match_one(intervention, train_data_root, tmp_path):
     shutil.rmtree(out / "final")
     run_training(cfg, out, log=lambda *a: None)
     assert [r["loss"] for r in read_metrics(out / "metrics.jsonl")] == pytest.approx(one, rel=TOLERANCE)
+
+
+def test_sigterm_to_torchrun_stops_both_ranks_after_the_same_step(train_data_root, tmp_path):
+    """torchrun forwards SIGTERM to its workers; the ranks agree on the step to stop after, rank 0
+    writes that step's checkpoint (both ranks' passed states), and the rerun finishes the run as one
+    uninterrupted process would."""
+    import signal
+    import time
+
+    steps = 40
+    cfg_path = tmp_path / "cfg.yaml"
+    config = tiny_config(train_data_root, "state_passing", steps=steps)
+    config["train"]["checkpoint_every"] = 1000
+    cfg_path.write_text(yaml.safe_dump(config))
+    cfg = load_config(cfg_path)
+    run_training(cfg, tmp_path / "one", log=lambda *a: None)
+    one = [r["loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")]
+
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "lengthgen.cli", "pretrain", "--config", str(cfg_path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 240
+    while (not metrics.exists() or metrics.read_text().count("\n") < 2) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=240)[1]
+    assert proc.returncode != 0 and not (out / "final").exists()
+    stopped_at = metrics.read_text().count("\n")
+    assert 2 <= stopped_at < steps, err[-3000:]
+    assert f"stopped by SIGTERM after step {stopped_at} of {steps}" in err, err[-3000:]
+    assert RunDir(out).latest().name == f"step_{stopped_at:08d}"
+    assert RunDir.load_trainer_state(RunDir(out).latest())["world_size"] == 2
+
+    torchrun(cfg_path, out)
+    assert [r["loss"] for r in read_metrics(out / "metrics.jsonl")] == pytest.approx(one, rel=TOLERANCE)

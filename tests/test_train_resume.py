@@ -68,3 +68,52 @@ def test_kill9_then_rerun_reproduces_the_losses(intervention, train_data_root, t
     assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
     for key in ("loss", "lr", "grad_norm", "tokens"):
         assert [r[key] for r in resumed] == [r[key] for r in reference], key
+
+
+@pytest.mark.parametrize("intervention,signum", [("state_passing", signal.SIGTERM), ("zero", signal.SIGUSR1)])
+def test_stop_signal_checkpoints_the_step_then_the_rerun_resumes_exactly(intervention, signum, train_data_root,
+                                                                         tmp_path, one_thread):
+    """SIGTERM (``timeout``, SLURM's time limit) or SIGUSR1 mid-run: the step in flight finishes, a
+    checkpoint of exactly that step is written, the CLI exits with 128 + the signal, and the rerun
+    gives the uninterrupted run's losses bit for bit."""
+    cfg_path = tmp_path / "cfg.yaml"
+    config = tiny_config(train_data_root, intervention)
+    config["train"]["checkpoint_every"] = 1000  # only the stop writes a checkpoint before the end
+    cfg_path.write_text(yaml.safe_dump(config))
+    cfg = load_config(cfg_path)
+    run_training(cfg, tmp_path / "ref", log=lambda *a: None)
+    reference = read_metrics(tmp_path / "ref" / "metrics.jsonl")
+
+    out = tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lengthgen.cli", "pretrain", "--config", str(cfg_path),
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while metric_lines(out / "metrics.jsonl") < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signum)
+    proc.wait(timeout=120)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 128 + signum, err
+    stopped_at = metric_lines(out / "metrics.jsonl")
+    assert 3 <= stopped_at < STEPS and not (out / "final").exists()
+    assert f"stopped by {signal.Signals(signum).name} after step {stopped_at} of {STEPS}" in err
+    assert "run the same command again" in err and "Traceback" not in err
+    assert RunDir(out).latest().name == f"step_{stopped_at:08d}"
+
+    run_training(cfg, out, log=lambda *a: None)
+    resumed = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
+    for key in ("loss", "lr", "grad_norm", "tokens"):
+        assert [r[key] for r in resumed] == [r[key] for r in reference], key
+
+
+def test_stop_signals_are_restored_after_training():
+    from lengthgen.train.stop import STOP_SIGNALS, StopSignals
+
+    before = [signal.getsignal(s) for s in STOP_SIGNALS]
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)   # a second signal does not replace the first
+        assert stop.signum == signal.SIGUSR1
+    assert [signal.getsignal(s) for s in STOP_SIGNALS] == before

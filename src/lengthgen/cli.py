@@ -45,13 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from .errors import UserError, one_line
+    from .errors import RunStopped, UserError, one_line
 
     try:
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"lengthgen {args.stage}: {one_line(str(e))}", file=sys.stderr)
         return 2
+    except RunStopped as e:  # SIGTERM / SIGUSR1 while training: checkpoint written, rerun resumes (train.stop)
+        print(f"lengthgen {args.stage}: {e}", file=sys.stderr)
+        return e.exit_code
     except FloatingPointError as e:  # a NaN/inf loss or logits (the checks' messages name the fix): valid input, failed run
         print(f"lengthgen {args.stage}: {one_line(str(e))}", file=sys.stderr)
         return 1

@@ -13,6 +13,10 @@ The subclasses (each also a built-in error, so existing ``except ValueError`` ke
 * :class:`lengthgen.data.DataError` missing, stale, corrupted or too little prepared data
 * :class:`ModelError` a model folder, checkpoint or hub name that cannot be loaded
 * :class:`lengthgen.train.RunDirError` a run folder that cannot be used as asked
+
+Not bad input, and not a bug either: :class:`RunStopped`, a training run stopped on a signal with
+its checkpoint written (``lengthgen.train.stop``); the CLI prints its one line and exits with
+128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -28,6 +32,18 @@ class ModelError(UserError, ValueError):
 
 class ModelNotFoundError(ModelError, FileNotFoundError):
     """A model folder (or one of its files) that does not exist."""
+
+
+class RunStopped(Exception):
+    """A run stopped on a signal after ``step`` of ``steps``, its checkpoint written in ``run_dir``."""
+
+    def __init__(self, signum: int, step: int, steps: int, run_dir: str):
+        import signal
+
+        self.signum, self.step, self.steps, self.run_dir = signum, step, steps, run_dir
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step} of {steps}; its checkpoint "
+                         f"is in {run_dir}: run the same command again to resume from it (exactly)")
 
 
 def one_line(message: str) -> str:

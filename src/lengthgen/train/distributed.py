@@ -32,12 +32,12 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum over ranks (a copy; identity in one process)."""
+    def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Sum (or ``op="max"``) over ranks (a copy; identity in one process)."""
         if not self.enabled:
             return t
         t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
         return t
 
     def barrier(self) -> None:

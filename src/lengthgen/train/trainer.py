@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lengthgen.config import ConfigError
+from lengthgen.errors import RunStopped
 from lengthgen.interventions import Intervention, Zero
 from lengthgen.ops import cross_entropy_sum
 from lengthgen.train.budget import batch_layout, milestone_steps, total_steps
@@ -29,6 +30,7 @@ from lengthgen.train.graphed import StepGraphs
 from lengthgen.train.metrics import Loggers, MetricsLog
 from lengthgen.train.optim import build_optimizer, set_schedule
 from lengthgen.train.schedule import lr_at, weight_decay_at
+from lengthgen.train.stop import StopSignals
 
 IGNORE_INDEX = -100
 PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
@@ -149,23 +151,38 @@ class Trainer:
                           self.cfg.get("run_name"), self.cfg)
         last = None
         try:
-            while self.step < self.steps:
-                last = self._train_step(self.step)
-                self.step += 1
-                if self.dist.is_main:
-                    self.metrics.write(last)
-                    loggers.log(last)
-                milestones = [n for n, s in self.milestones.items() if s == self.step]
-                if milestones or self.step % self.train["checkpoint_every"] == 0 or self.step == self.steps:
-                    self.save_checkpoint()
-                for name in milestones:
-                    self._on_main(lambda: copy_model_folder(self.run.checkpoint_dir(self.step),
-                                                            self.run.milestones / name))
+            with StopSignals() as stop:
+                while self.step < self.steps:
+                    last = self._train_step(self.step)
+                    self.step += 1
+                    if self.dist.is_main:
+                        self.metrics.write(last)
+                        loggers.log(last)
+                    milestones = [n for n, s in self.milestones.items() if s == self.step]
+                    saved = bool(milestones) or self.step % self.train["checkpoint_every"] == 0 or self.step == self.steps
+                    if saved:
+                        self.save_checkpoint()
+                    for name in milestones:
+                        self._on_main(lambda: copy_model_folder(self.run.checkpoint_dir(self.step),
+                                                                self.run.milestones / name))
+                    signum = self._stop_signal(stop)
+                    if signum and self.step < self.steps:
+                        if not saved:
+                            self.save_checkpoint()
+                        raise RunStopped(signum, self.step, self.steps, str(self.run.root))
             self._on_main(lambda: write_folder(self.run.final, self._save_model))
         finally:
             loggers.close()
             self.metrics.close()
         return self._summary(last)
+
+    def _stop_signal(self, stop: StopSignals) -> int:
+        """The number of a stop signal once any rank has caught one, else 0 (:mod:`train.stop`);
+        the ranks agree, so all of them stop after the same step."""
+        signum = stop.signum or 0
+        if self.dist.enabled:
+            signum = int(self.dist.all_reduce(torch.tensor([signum], device=self.device), op="max").item())
+        return signum
 
     def save_checkpoint(self) -> None:
         """Write checkpoint ``step_<step>`` (rank 0; the intervention state of every rank)."""
