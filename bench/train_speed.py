@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import flops, upstream
+from bench.profile_calls import profile_table
 from bench.common import PEAK_BF16_FLOPS, COPY_BANDWIDTH, Options, SectionFile, autocast, free_memory, guarded, \
     measure, rate, synthetic_ids
 
@@ -67,9 +68,11 @@ def forward_fn(model, logits_fn, inputs, targets, options: Options):
     return forward
 
 
-def measure_model(model, kind: str, step_flops: int, inputs, targets, options: Options, setup=None) -> dict:
+def measure_model(model, kind: str, step_flops: int, inputs, targets, options: Options, setup=None,
+                  profile: bool = False) -> dict:
     """Train-step and forward timings of one model on the device (moved back to the CPU after).
-    ``step_flops`` (counted on our model: both sides do the same work) gives the MFU."""
+    ``step_flops`` (counted on our model: both sides do the same work) gives the MFU; ``profile``
+    adds ``train_profile``, torch.profiler's table of one more step (``profile_calls.profile_table``)."""
     if setup is not None:
         setup()
     model.to(options.torch_device, dtype=torch.float32).train()
@@ -78,6 +81,7 @@ def measure_model(model, kind: str, step_flops: int, inputs, targets, options: O
     try:
         step, optimizer = train_step_fn(model, logits_fn, inputs, targets, options)
         t = measure(step, options)
+        prof = profile_table(step, options) if profile else None
         del optimizer
         free_memory()
         model.eval()
@@ -88,24 +92,26 @@ def measure_model(model, kind: str, step_flops: int, inputs, targets, options: O
     seconds = t["median_s"]
     return {"train_step": t, "train_tokens_per_s": rate(tokens, seconds),
             "mfu": flops.mfu(step_flops, seconds, PEAK_BF16_FLOPS),
-            "forward": f, "forward_tokens_per_s": rate(tokens, f["median_s"])}
+            "forward": f, "forward_tokens_per_s": rate(tokens, f["median_s"]),
+            **({"train_profile": prof} if profile else {})}
 
 
-def measure_reference(theirs, arch: str, step_flops: int, inputs, targets, options: Options) -> dict:
+def measure_reference(theirs, arch: str, step_flops: int, inputs, targets, options: Options,
+                      profile: bool = False) -> dict:
     """The reference model; for mamba-ssm, the first of its code paths that trains here."""
     kind = upstream.reference_kind(arch)
     if kind != "mamba_ssm":
-        return measure_model(theirs, kind, step_flops, inputs, targets, options)
+        return measure_model(theirs, kind, step_flops, inputs, targets, options, profile=profile)
     attempts = []
     for name, setup in upstream.mamba_ssm_variants(theirs):
-        got = guarded(lambda: measure_model(theirs, kind, step_flops, inputs, targets, options, setup))
+        got = guarded(lambda: measure_model(theirs, kind, step_flops, inputs, targets, options, setup, profile))
         attempts.append({"variant": name, **({"error": got["error"]} if "error" in got else {"ok": True})})
         if "error" not in got:
             return {**got, "variant": name, "attempts": attempts}
     return {"error": "no mamba-ssm code path trains on this install", "attempts": attempts}
 
 
-def bench_case(arch: str, preset: str, options: Options, gpu_bound: bool = False) -> dict:
+def bench_case(arch: str, preset: str, options: Options, gpu_bound: bool = False, profile: bool = False) -> dict:
     ours, theirs, info = upstream.pair(arch, options.preset(preset), seed=0)
     rows, context = shape(options, gpu_bound)
     ids = synthetic_ids(rows, context + 1, ours.config.vocab_size, options.torch_device)
@@ -118,9 +124,9 @@ def bench_case(arch: str, preset: str, options: Options, gpu_bound: bool = False
            "train_flops_per_step": step_flops,
            "scan_roofline_per_token": flops.scan_roofline(arch, ours.config, PEAK_BF16_FLOPS, COPY_BANDWIDTH),
            "reference": info}
-    out["ours"] = guarded(lambda: measure_model(ours, "ours", step_flops, inputs, targets, options))
+    out["ours"] = guarded(lambda: measure_model(ours, "ours", step_flops, inputs, targets, options, profile=profile))
     if theirs is not None:
-        out["theirs"] = guarded(lambda: measure_reference(theirs, arch, step_flops, inputs, targets, options))
+        out["theirs"] = guarded(lambda: measure_reference(theirs, arch, step_flops, inputs, targets, options, profile))
         a, b = out["ours"].get("train_tokens_per_s"), out["theirs"].get("train_tokens_per_s")
         out["ratio_ours_vs_theirs"] = a / b if a and b else None
     return out
@@ -133,5 +139,6 @@ def run(options: Options, section: SectionFile, args=None) -> None:
             continue
         for gpu_bound in (False, True):
             key = preset + (GPU_BOUND if gpu_bound else "")
-            section.record(key, guarded(lambda: bench_case(arch, preset, options, gpu_bound)))
+            section.record(key, guarded(lambda: bench_case(arch, preset, options, gpu_bound,
+                                                           getattr(args, "train_profile", False))))
             free_memory()

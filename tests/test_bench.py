@@ -261,6 +261,14 @@ def test_train_case_measures_ours_and_a_reference_with_the_same_batch(monkeypatc
         assert "error" not in out[side], out[side]
         assert out[side]["train_tokens_per_s"] > 0 and out[side]["forward_tokens_per_s"] > 0
     assert out["ratio_ours_vs_theirs"] == pytest.approx(out["ours"]["train_tokens_per_s"] / out["theirs"]["train_tokens_per_s"])
+    assert "train_profile" not in out["ours"]
+    # --train-profile: each side's step through torch.profiler, its operators named
+    prof = train_speed.bench_case("gla", "gla-70m", common.Options(device="cpu", tiny=True), profile=True)
+    for side in ("ours", "theirs"):
+        table = prof[side]["train_profile"]
+        names = {r["name"] for r in table["top_host"]}
+        assert table["host_us"] > 0 and any("mm" in n or "linear" in n for n in names), names
+        assert any("Optimizer.step" in n or "adamw" in n.lower() for n in names), names
 
 
 def test_repeated_runs_give_the_median_ratio_and_keep_every_value(tmp_path):
