@@ -40,6 +40,17 @@ def metric_lines(path):
         return 0
 
 
+def pretrain_until(cfg_path, out, lines):
+    """``lengthgen pretrain`` in a one-thread subprocess, returned once ``lines`` steps are logged."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lengthgen.cli", "pretrain", "--config", str(cfg_path),
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while metric_lines(out / "metrics.jsonl") < lines and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return proc
+
+
 @pytest.mark.parametrize("intervention", ["zero", "state_passing", "fitted_noise", "tbtt"])
 def test_kill9_then_rerun_reproduces_the_losses(intervention, train_data_root, tmp_path, one_thread):
     cfg_path = tmp_path / "cfg.yaml"
@@ -49,12 +60,7 @@ def test_kill9_then_rerun_reproduces_the_losses(intervention, train_data_root, t
     reference = read_metrics(tmp_path / "ref" / "metrics.jsonl")
 
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lengthgen.cli", "pretrain", "--config", str(cfg_path),
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while metric_lines(out / "metrics.jsonl") < 5 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
+    proc = pretrain_until(cfg_path, out, lines=5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
@@ -85,12 +91,7 @@ def test_stop_signal_checkpoints_the_step_then_the_rerun_resumes_exactly(interve
     reference = read_metrics(tmp_path / "ref" / "metrics.jsonl")
 
     out = tmp_path / "stopped"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lengthgen.cli", "pretrain", "--config", str(cfg_path),
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while metric_lines(out / "metrics.jsonl") < 3 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
+    proc = pretrain_until(cfg_path, out, lines=3)
     proc.send_signal(signum)
     proc.wait(timeout=120)
     err = proc.stderr.read().decode()
