@@ -496,6 +496,52 @@ def test_add_rms_norm_kernel_path_passes_the_residual(monkeypatch):
     assert len(seen) == 1
 
 
+def test_layer_norm_reference_matches_a_loop_over_groups():
+    """LayerNorm per group with a bias over the whole dim, times silu(z) when gated (RWKV-6's norms
+    and its gated per-head GroupNorm); x's dtype out; the kernel path (a CPU fake of mamba-ssm's
+    layernorm_fn) gets contiguous (rows, d) tensors, LayerNorm, the gate after the norm."""
+    from lengthgen.ops import norm as norm_mod
+
+    g = torch.Generator().manual_seed(3)
+    x, z = (torch.randn(2, 3, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    w, b = (torch.randn(8, generator=g, dtype=torch.float64) for _ in range(2))
+    for gate in (None, z):
+        for group in (None, 4):
+            size = group or 8
+            parts = [x[..., i:i + size] for i in range(0, 8, size)]
+            want = torch.cat([(p - p.mean(-1, keepdim=True)) / (p.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+                              for p in parts], -1) * w + b
+            if gate is not None:
+                want = want * torch.nn.functional.silu(z)
+            got = norm_mod.layer_norm(x, w, b, 1e-5, z=gate, group_size=group)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(norm_mod.layer_norm(x, w, None, 1e-5), torch.nn.functional.layer_norm(x, (8,), w, None, 1e-5))
+    assert norm_mod.layer_norm(x.bfloat16(), w.float(), b.float(), 1e-5).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="not a whole number of groups of 3"):
+        norm_mod.layer_norm(x, w, b, 1e-5, group_size=3)
+    with pytest.raises(ValueError, match="weight and bias must have shape"):
+        norm_mod.layer_norm(x, w, b[:4], 1e-5)
+    with pytest.raises(ValueError, match="gate z must have x's shape"):
+        norm_mod.layer_norm(x, w, b, 1e-5, z=z[:, :1])
+
+    seen = []
+
+    def fake(x, weight, bias, z=None, eps=1e-6, group_size=None, norm_before_gate=True, is_rms_norm=False):
+        seen.append((tuple(x.shape), x.is_contiguous(), None if z is None else tuple(z.shape), group_size,
+                     norm_before_gate, is_rms_norm))
+        return norm_mod.layer_norm_reference(x, weight, bias, eps, z, group_size)
+
+    import lengthgen.ops._mamba_import as mi
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(norm_mod, "use_kernel", lambda *a: True)
+        mp.setattr(mi, "mamba_layernorm_fn", lambda: fake)
+        xt = torch.randn(2, 5, 3, 8, dtype=torch.float64).transpose(1, 2)  # not contiguous
+        zt = torch.randn_like(xt)
+        got = norm_mod.layer_norm(xt, w, b, 1e-5, z=zt, group_size=4)
+    assert seen == [((30, 8), True, (30, 8), 4, True, False)] and got.shape == xt.shape
+    torch.testing.assert_close(got, norm_mod.layer_norm_reference(xt, w, b, 1e-5, zt, 4), rtol=0, atol=0)
+
+
 def test_swiglu_linear_reference_and_checks():
     from lengthgen.ops import swiglu_linear
 

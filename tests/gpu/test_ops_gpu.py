@@ -60,6 +60,21 @@ def compare(name, fn, inputs, dtype, seed=0):
     return errors
 
 
+def compare_output(name, fn, inputs, dtype, gen):
+    """fn(*inputs, backend=...) -> one tensor: the kernel's output and input gradients vs float64."""
+    out = fn(*inputs, backend="kernel")
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    ref = fn(*ref_inputs, backend="torch")
+    probe = torch.randn(ref.shape, dtype=torch.float64, device=DEV, generator=gen)
+    grads = torch.autograd.grad((out.double() * probe).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), ref_inputs)
+    errors = {"out": rel(out, ref), **{f"grad[{i}]": rel(g, r) for i, (g, r) in enumerate(zip(grads, ref_grads))}}
+    print(f"\n{name} {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+    assert out.dtype == dtype
+    bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
+    assert not bad, f"{name} {dtype}: errors above {TOLERANCE[dtype]}: {bad}"
+
+
 def split_matches(name, fn, time_inputs, split, time_dim):
     """One kernel call == two calls with the state carried (no grad)."""
     with torch.no_grad():
@@ -300,20 +315,35 @@ def test_rms_norm_kernel(dtype, gated):
     x, z = (leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype) for _ in range(2))
     w = leaf(1 + 0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
     extra = dict(norm_before_gate=True) if gated == "before" else dict(group_size=128)
-    kw = dict(z=z, **extra) if gated else {}
     inputs = [x, w] + ([z] if gated else [])
-    out = rms_norm(x, w, 1e-5, backend="kernel", **kw)
-    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
-    ref_kw = dict(z=ref_inputs[2], **extra) if gated else {}
-    ref = rms_norm(ref_inputs[0], ref_inputs[1], 1e-5, backend="torch", **ref_kw)
-    probe = torch.randn(ref.shape, dtype=torch.float64, device=DEV, generator=gen)
-    grads = torch.autograd.grad((out.double() * probe).sum(), inputs)
-    ref_grads = torch.autograd.grad((ref * probe).sum(), ref_inputs)
-    errors = {"out": rel(out, ref), **{f"grad[{i}]": rel(g, r) for i, (g, r) in enumerate(zip(grads, ref_grads))}}
-    print(f"\nrms_norm {gated} {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
-    assert out.dtype == dtype
-    bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
-    assert not bad, f"rms_norm {dtype}: errors above {TOLERANCE[dtype]}: {bad}"
+
+    def fn(x, w, *gate, backend):
+        return rms_norm(x, w, 1e-5, backend=backend, **(dict(z=gate[0], **extra) if gated else {}))
+
+    compare_output(f"rms_norm {gated}", fn, inputs, dtype, gen)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", ["plain", "grouped_gated"])
+def test_layer_norm_kernel(dtype, case):
+    """mamba-ssm's Triton LayerNorm: RWKV-6's block norms (whole dim, bias) and its per-head
+    GroupNorm times silu(g) (4 groups of 128): output and the gradients of x, weight, bias (and z)
+    vs float64."""
+    from lengthgen.ops import layer_norm
+
+    need("mamba_norm")
+    gen = torch.Generator(device=DEV).manual_seed(2)
+    x, z = (leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype) for _ in range(2))
+    w = leaf(1 + 0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
+    b = leaf(0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
+    gated = case == "grouped_gated"
+    inputs = [x, w, b] + ([z] if gated else [])
+
+    def fn(x, w, b, *gate, backend):
+        return layer_norm(x, w, b, 1e-5, z=gate[0] if gate else None, group_size=128 if gated else None,
+                          backend=backend)
+
+    compare_output(f"layer_norm {case}", fn, inputs, dtype, gen)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])

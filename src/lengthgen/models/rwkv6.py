@@ -39,8 +39,7 @@ from lengthgen.models.base import LanguageModel, ModelConfig
 from lengthgen.models.fla_shared import (
     FlaHeads, build_fla_config, fla_config_values, load_fla_folder, skeleton_key_from_fla,
 )  # fmt: skip
-from lengthgen.models.layers import compute_dtype
-from lengthgen.ops import rwkv6_scan
+from lengthgen.ops import layer_norm, rwkv6_scan
 
 ARCH = "rwkv6"
 
@@ -85,35 +84,35 @@ PRESET_LR: dict[str, float] = {"tiny": 1e-3, "rwkv6-70m": 1e-3}
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm with optional bias, computed in float32 (float64 stays float64)."""
+    """LayerNorm with optional bias, computed in float32 (float64 stays float64); ``ops.layer_norm``:
+    mamba-ssm's Triton LayerNorm on CUDA (as fla fuses its norms), the torch reference elsewhere."""
 
     def __init__(self, dim: int, eps: float, bias: bool = True):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+        self.backend = "auto"
 
     def forward(self, x: Tensor) -> Tensor:
-        dt = compute_dtype(x.dtype)
-        b = None if self.bias is None else self.bias.to(dt)
-        return F.layer_norm(x.to(dt), x.shape[-1:], self.weight.to(dt), b, self.eps).to(x.dtype)
+        return layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
 
 
 class GroupNorm(nn.Module):
     """LayerNorm within each of ``groups`` equal slices of the last dim (one per head), with a
-    weight and bias over the whole dim (fla's ``GroupNorm``)."""
+    weight and bias over the whole dim (fla's ``GroupNorm``); ``forward(x, z)`` multiplies the
+    result by ``silu(z)`` in the same op (RWKV-6's output gate)."""
 
     def __init__(self, groups: int, dim: int, eps: float):
         super().__init__()
         self.groups, self.eps = groups, eps
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
+        self.backend = "auto"
 
-    def forward(self, x: Tensor) -> Tensor:
-        dt = compute_dtype(x.dtype)
-        flat = x.to(dt).reshape(-1, x.shape[-1])
-        y = F.group_norm(flat, self.groups, self.weight.to(dt), self.bias.to(dt), self.eps)
-        return y.view(x.shape).to(x.dtype)
+    def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
+        return layer_norm(x, self.weight, self.bias, self.eps, z=z, group_size=x.shape[-1] // self.groups,
+                          backend=self.backend)
 
 
 class LoRA(nn.Module):
@@ -191,7 +190,7 @@ class RWKV6TimeMix(nn.Module):
         v = self.v_proj(x, mu_v, delta).view(b, t, self.num_heads, self.head_v_dim)
         g = self.g_proj(x, mu_g, delta)
         o, ssm = rwkv6_scan(r, k, v, w, self.bonus, scale=1.0, initial_state=state.get("ssm"), backend=self.backend)
-        o = self.g_norm(o.reshape(b, t, -1)) * F.silu(g)
+        o = self.g_norm(o.reshape(b, t, -1), z=g)  # group norm times silu(g), one op
         return self.o_proj(o), {"ssm": ssm, "shift_tm": x[:, -1]}
 
 

@@ -9,7 +9,7 @@ from lengthgen.ops.conv import causal_conv1d
 from lengthgen.ops.cross_entropy import cross_entropy_sum
 from lengthgen.ops.gla import gla_scan
 from lengthgen.ops.initial_state import initial_state_contribution
-from lengthgen.ops.norm import add_rms_norm, rms_norm
+from lengthgen.ops.norm import add_rms_norm, layer_norm, rms_norm
 from lengthgen.ops.rwkv6 import rwkv6_scan
 from lengthgen.ops.selective_scan import selective_scan
 from lengthgen.ops.ssd import ssd_scan
@@ -22,6 +22,7 @@ __all__ = [
     "cross_entropy_sum",
     "gla_scan",
     "initial_state_contribution",
+    "layer_norm",
     "rms_norm",
     "rwkv6_scan",
     "selective_scan",

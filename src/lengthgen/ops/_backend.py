@@ -34,9 +34,10 @@ def _import_mamba_ssd() -> None:
 
 
 def _import_mamba_norm() -> None:
-    from lengthgen.ops._mamba_import import mamba_rmsnorm_fn
+    from lengthgen.ops._mamba_import import mamba_layernorm_fn, mamba_rmsnorm_fn
 
     mamba_rmsnorm_fn()
+    mamba_layernorm_fn()
 
 
 def _import_mamba_add_norm() -> None:
@@ -80,7 +81,7 @@ def _import_causal_conv1d() -> None:
 # kernel family -> (what provides it, how to try importing it)
 KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "mamba_ssd": ("mamba-ssm (its Triton SSD kernels)", _import_mamba_ssd),
-    "mamba_norm": ("mamba-ssm (its Triton RMSNorm)", _import_mamba_norm),
+    "mamba_norm": ("mamba-ssm (its Triton RMSNorm and LayerNorm)", _import_mamba_norm),
     "mamba_add_norm": ("mamba-ssm (its Triton RMSNorm with a fused residual add)", _import_mamba_add_norm),
     "fla": ("flash-linear-attention (fla-core)", _import_fla),
     "fla_swiglu": ("flash-linear-attention (fla-core, its SwiGLU kernel)", _import_fla_swiglu),

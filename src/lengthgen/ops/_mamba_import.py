@@ -94,6 +94,12 @@ def mamba_rmsnorm_fn() -> Callable:
 
 
 @functools.lru_cache(maxsize=None)
+def mamba_layernorm_fn() -> Callable:
+    """mamba-ssm's Triton ``layernorm_fn`` (plain or gated, grouped LayerNorm with a bias)."""
+    return _from_mamba("mamba_ssm.ops.triton.layernorm_gated", "layernorm_fn")
+
+
+@functools.lru_cache(maxsize=None)
 def mamba_add_rms_norm_fn() -> Callable:
     """mamba-ssm's Triton ``rms_norm_fn`` with a residual (the residual add fused into the norm)."""
     return _from_mamba("mamba_ssm.ops.triton.layer_norm", "rms_norm_fn")

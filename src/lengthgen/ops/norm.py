@@ -1,4 +1,4 @@
-"""RMSNorm, plain or gated and grouped, as one op with a torch reference and a Triton kernel.
+"""RMSNorm (and LayerNorm), plain or gated and grouped, as one op with a torch reference and a Triton kernel.
 
     plain:                       y = x / rms(x) * weight
     gated, norm_before_gate=F:   y = rmsnorm(x * silu(z)) * weight      (Mamba-2's output norm)
@@ -9,6 +9,10 @@ rms(x) = sqrt(mean(x^2) + eps).  The reference computes in float32 (float64 stay
 returns x's dtype, like mamba-ssm's reference norms.  GPU: mamba-ssm's Triton ``rmsnorm_fn``
 (``mamba_ssm.ops.triton.layernorm_gated``), which fuses the gate and saves no float32 copies for
 the backward pass.
+
+``layer_norm`` is the same for LayerNorm with a bias (RWKV-6's norms; with groups, its per-head
+GroupNorm; with ``z``, that norm times ``silu(z)``): ``y = (x - mean) / sqrt(var + eps) * weight +
+bias`` per group, times ``silu(z)`` if given. GPU: mamba-ssm's Triton ``layernorm_fn`` (same module).
 
 ``add_rms_norm`` is a pre-norm block's residual add and the next norm in one op:
 ``residual + x`` and its plain RMSNorm (GPU: mamba-ssm's ``layer_norm.rms_norm_fn`` with
@@ -64,6 +68,46 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None, gro
                                  norm_before_gate=norm_before_gate)
         return out.reshape(shape)
     return rms_norm_reference(x, weight, eps, z, group_size, norm_before_gate)
+
+
+def layer_norm_reference(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float, z: Tensor | None = None,
+                         group_size: int | None = None) -> Tensor:
+    ct = compute_dtype(x.dtype)
+    d = x.shape[-1]
+    g = group_size or d
+    flat = x.to(ct).reshape(-1, d)
+    b = None if bias is None else bias.to(ct)
+    if g == d:
+        out = F.layer_norm(flat, (d,), weight.to(ct), b, eps)
+    else:
+        out = F.group_norm(flat, d // g, weight.to(ct), b, eps)
+    out = out.view(x.shape)
+    if z is not None:
+        out = out * F.silu(z.to(ct))
+    return out.to(x.dtype)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float, z: Tensor | None = None,
+               group_size: int | None = None, backend: str = "auto") -> Tensor:
+    """LayerNorm of ``x`` (..., d) over groups of ``group_size`` channels (None: all d), with
+    ``weight`` and ``bias`` (d,) over the whole dim, times ``silu(z)`` if given; x's dtype out."""
+    d = x.shape[-1]
+    if weight.shape != (d,) or (bias is not None and bias.shape != (d,)):
+        raise ValueError(f"layer_norm: weight and bias must have shape ({d},), got {tuple(weight.shape)} and "
+                         f"{None if bias is None else tuple(bias.shape)}")
+    if z is not None and z.shape != x.shape:
+        raise ValueError(f"layer_norm: the gate z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
+    if group_size is not None and (group_size < 1 or d % group_size):
+        raise ValueError(f"layer_norm: {d} channels are not a whole number of groups of {group_size}")
+    if use_kernel(backend, "mamba_norm", x, weight, bias, z):
+        from lengthgen.ops._mamba_import import mamba_layernorm_fn
+
+        shape = x.shape
+        z2 = None if z is None else z.reshape(-1, d).contiguous()
+        out = mamba_layernorm_fn()(x.reshape(-1, d).contiguous(), weight, bias, z=z2, eps=eps,
+                                   group_size=group_size, norm_before_gate=True, is_rms_norm=False)
+        return out.reshape(shape)
+    return layer_norm_reference(x, weight, bias, eps, z, group_size)
 
 
 def add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float,
