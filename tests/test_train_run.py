@@ -129,6 +129,23 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(config_file, tmp_
     assert not (out / "final").exists()
 
 
+def test_stop_signal_in_the_last_step_finishes_the_run_then_stops(config_file, tmp_path, capsys, monkeypatch):
+    """A signal caught during the last step: the run is complete (final/ written, its checkpoint the
+    last), the stage exits 143 before anything after training, and the rerun has nothing to do."""
+    import signal
+
+    from lengthgen.train import Trainer
+
+    monkeypatch.setattr(Trainer, "_stop_signal", lambda self, stop: signal.SIGTERM if self.step == self.steps else 0)
+    out = tmp_path / "last"
+    assert stage("pretrain", config_file(), out) == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM after step 6 of 6" in capsys.readouterr().err
+    assert (out / "final").is_dir() and RunDir(out).latest().name == "step_00000006"
+    monkeypatch.undo()
+    assert stage("pretrain", config_file(), out) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
 def test_full_disk_keeps_the_previous_checkpoint(reference, tmp_path, monkeypatch):
     ref_cfg, ref_run = reference
     cfg = load_config(ref_cfg)

@@ -149,7 +149,7 @@ class Trainer:
             return self._summary(self.metrics.record_at(self.step))  # its loss as it was logged
         loggers = Loggers(self.train, self.run.root, self.steps, self.step, self.dist.is_main,
                           self.cfg.get("run_name"), self.cfg)
-        last = None
+        last, signum = None, 0
         try:
             with StopSignals() as stop:
                 while self.step < self.steps:
@@ -171,6 +171,8 @@ class Trainer:
                             self.save_checkpoint()
                         raise RunStopped(signum, self.step, self.steps, str(self.run.root))
             self._on_main(lambda: write_folder(self.run.final, self._save_model))
+            if signum:  # caught in the last step: the run is complete, the stage stops before what follows it
+                raise RunStopped(signum, self.step, self.steps, str(self.run.root))
         finally:
             loggers.close()
             self.metrics.close()
