@@ -356,17 +356,7 @@ def test_swiglu_linear_kernel(dtype):
     gate, up = (leaf(torch.randn(2, 256, 384, device=DEV, generator=gen), dtype) for _ in range(2))
     w = leaf(torch.randn(128, 384, device=DEV, generator=gen) / 20, dtype)
     b = leaf(torch.randn(128, device=DEV, generator=gen), dtype)
-    inputs = [gate, up, w, b]
-    out = swiglu_linear(*inputs, backend="kernel")
-    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
-    ref = swiglu_linear(*ref_inputs, backend="torch")
-    probe = torch.randn(ref.shape, dtype=torch.float64, device=DEV, generator=gen)
-    grads = torch.autograd.grad((out.double() * probe).sum(), inputs)
-    ref_grads = torch.autograd.grad((ref * probe).sum(), ref_inputs)
-    errors = {"out": rel(out, ref), **{f"grad[{i}]": rel(g, r) for i, (g, r) in enumerate(zip(grads, ref_grads))}}
-    print(f"\nswiglu_linear {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
-    bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
-    assert not bad, f"swiglu_linear {dtype}: errors above {TOLERANCE[dtype]}: {bad}"
+    compare_output("swiglu_linear", swiglu_linear, [gate, up, w, b], dtype, gen)
 
 
 @pytest.mark.parametrize("vocab", [32, 4096, 50280])  # copying's padded vocabulary, the study's, the Pile's
