@@ -119,8 +119,11 @@ class Mamba2Mixer(nn.Module):
     def forward(self, hidden: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         gn = self.ngroups * self.d_state
         zxbcdt = linear_padded(hidden, self.in_proj)
-        z, xBC, dt, _ = zxbcdt.split([self.d_inner, self.d_inner + 2 * gn, self.nheads,
-                                      zxbcdt.shape[-1] - self.in_proj.out_features], dim=-1)
+        # dt and the pad are one piece, so that the backward's concatenation of the pieces' gradients
+        # has widths of multiples of 8 at m2-m (384, 640, 8; not 6 and 2): 16-byte rows
+        z, xBC, dt = zxbcdt.split([self.d_inner, self.d_inner + 2 * gn, zxbcdt.shape[-1] - 2 * self.d_inner - 2 * gn],
+                                  dim=-1)
+        dt = dt[..., :self.nheads]
         xBC, conv = causal_conv1d(
             xBC.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, state.get("conv"), "silu", backend=self.backend
         )
