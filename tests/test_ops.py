@@ -245,6 +245,43 @@ def test_rwkv6_matches_loop_with_grads(t):
     )
 
 
+def test_gla_kernel_path_hands_fla_value_first_states(monkeypatch):
+    """The kernel path calls fla's chunk_gla as fla's own GLA layer does, with states (b, h, V, K)
+    (``state_v_first=True``), transposing ours (b, h, K, V) in and out: with a CPU stand-in for
+    chunk_gla that keeps its states value-first, the results are the reference's."""
+    import types
+
+    from lengthgen.ops import gla as gla_mod
+
+    calls = []
+
+    def chunk_gla(q, k, v, g, scale, initial_state, output_final_state, state_v_first):
+        calls.append((output_final_state, state_v_first, None if initial_state is None else tuple(initial_state.shape)))
+        h0 = None if initial_state is None else initial_state.transpose(-1, -2)
+        o, ht = gla_mod.decayed_attention_reference(q, k, v, g, scale, h0)
+        return o, ht.transpose(-1, -2).contiguous()
+
+    fla = types.ModuleType("fla")
+    fla_ops = types.ModuleType("fla.ops")
+    fla_gla = types.ModuleType("fla.ops.gla")
+    fla_gla.chunk_gla = chunk_gla
+    monkeypatch.setitem(sys.modules, "fla", fla)
+    monkeypatch.setitem(sys.modules, "fla.ops", fla_ops)
+    monkeypatch.setitem(sys.modules, "fla.ops.gla", fla_gla)
+    monkeypatch.setattr(gla_mod, "use_kernel", lambda *a: True)
+    gen = torch.Generator().manual_seed(41)
+    q, k, v, g, h0 = linear_attention_inputs(gen, t=21)
+    for init in (h0, None):
+        o, ht = gla_scan(q, k, v, g, initial_state=init)
+        init32 = None if init is None else init.float().double()  # the kernel path hands fla a float32 state
+        o_ref, ht_ref = gla_mod.decayed_attention_reference(q, k, v, g, q.shape[-1] ** -0.5, init32)
+        torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ht, ht_ref.float(), rtol=1e-6, atol=1e-6)
+        assert ht.shape == h0.shape and ht.is_contiguous()
+    b, _, h, K = q.shape
+    assert calls == [(True, True, (b, h, v.shape[-1], K)), (True, True, None)]
+
+
 def test_gla_and_rwkv6_split_and_carry():
     gen = torch.Generator().manual_seed(40)
     q, k, v, g, _ = linear_attention_inputs(gen, t=35)

@@ -129,11 +129,13 @@ def gla_scan(
     if use_kernel(backend, "fla", q, k, v, gk, initial_state):
         from fla.ops.gla import chunk_gla
 
+        # fla's own GLA layer keeps its states value-first, (b, h, V, K), and so takes that path of the
+        # kernels; ours are (b, h, K, V) and are transposed in and out (a state is small)
         t, (q, k, v, gk) = pad_for_kernel(q, k, v, gk)
         o, state = chunk_gla(
             q, k, v, g=gk, scale=scale,
-            initial_state=None if initial_state is None else initial_state.float().contiguous(),
-            output_final_state=True, state_v_first=False,
+            initial_state=None if initial_state is None else initial_state.float().transpose(-1, -2).contiguous(),
+            output_final_state=True, state_v_first=True,
         )  # fmt: skip
-        return o[:, :t], state.float()
+        return o[:, :t], state.float().transpose(-1, -2).contiguous()
     return decayed_attention_reference(q, k, v, gk, scale, initial_state)
