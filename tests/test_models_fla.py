@@ -86,20 +86,26 @@ def test_state_carries_information(arch):
 
 
 def test_rwkv6_shift_states_are_the_normed_block_inputs():
-    """shift_tm / shift_cm hold the last token's attn_norm / ffn_norm output, as fla shifts."""
+    """shift_tm / shift_cm hold the last token's attn_norm / ffn_norm output (what the time mix and
+    the channel mix read), as fla shifts."""
     model = tiny("rwkv6")
     seen = {}
     hooks = [
-        getattr(block, name).register_forward_hook(lambda m, i, o, key=(j, name): seen.__setitem__(key, o))
+        getattr(block, name).register_forward_pre_hook(lambda m, i, key=(j, name): seen.__setitem__(key, i[0]))
         for j, block in enumerate(model.backbone.layers)
-        for name in ("attn_norm", "ffn_norm")
+        for name in ("attn", "ffn")
     ]
     _, state = model(ids(2, 5))
     for h in hooks:
         h.remove()
-    for j, layer in enumerate(state.layers):
-        assert torch.equal(layer["shift_tm"], seen[(j, "attn_norm")][:, -1])
-        assert torch.equal(layer["shift_cm"], seen[(j, "ffn_norm")][:, -1])
+    for j, (layer, block) in enumerate(zip(state.layers, model.backbone.layers)):
+        assert torch.equal(layer["shift_tm"], seen[(j, "attn")][:, -1])
+        assert torch.equal(layer["shift_cm"], seen[(j, "ffn")][:, -1])
+    # the channel mix reads ffn_norm of the residual stream after the attention
+    block, x = model.backbone.layers[0], ids(2, 5)
+    h = block.pre_norm(model.backbone.embedding(x))
+    y, _ = block.attn(block.attn_norm(h), {})
+    torch.testing.assert_close(seen[(0, "ffn")], block.ffn_norm(h + y), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

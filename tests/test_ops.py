@@ -491,27 +491,36 @@ def test_rms_norm_kernel_path_flattens_and_restores_the_shape(monkeypatch):
     torch.testing.assert_close(got, norm_mod.rms_norm_reference(x, w, 1e-5, z, 4), rtol=0, atol=0)
 
 
-def test_add_rms_norm_is_the_add_then_the_norm():
-    """The fused pre-norm add: the new residual is residual + x, the output rms_norm of it in x's
-    dtype, with gradients as from the two ops apart; the kernel path (a CPU fake of mamba-ssm's
-    rms_norm_fn) gets the residual and prenorm=True."""
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+def test_add_norm_is_the_add_then_the_norm(kind):
+    """The fused pre-norm add (RMSNorm: GLA's mlp_norm; LayerNorm: RWKV-6's ffn_norm): the new
+    residual is residual + x, the output the norm of it in x's dtype, with gradients as from the
+    two ops apart."""
     from lengthgen.ops import norm as norm_mod
 
     g = torch.Generator().manual_seed(0)
     x, r = (torch.randn(2, 5, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    w = torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True)
-    out, new = norm_mod.add_rms_norm(x, r, w, 1e-5)
+    w, b = (torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    if kind == "rms":
+        params, fused = [x, r, w], lambda x, r: norm_mod.add_rms_norm(x, r, w, 1e-5)
+        norm = lambda h: norm_mod.rms_norm_reference(h, w, 1e-5)  # noqa: E731
+    else:
+        params, fused = [x, r, w, b], lambda x, r: norm_mod.add_layer_norm(x, r, w, b, 1e-5)
+        norm = lambda h: torch.nn.functional.layer_norm(h, (8,), w, b, 1e-5)  # noqa: E731
+    out, new = fused(x, r)
     want_new = r + x
-    want = norm_mod.rms_norm_reference(want_new, w, 1e-5)
+    want = norm(want_new)
     assert torch.equal(new, want_new) and torch.equal(out, want)
-    grads = torch.autograd.grad(out.square().sum() + new.sum(), [x, r, w])
-    want_grads = torch.autograd.grad(want.square().sum() + want_new.sum(), [x, r, w])
-    for a, b in zip(grads, want_grads):
-        assert torch.equal(a, b)
+    grads = torch.autograd.grad(out.square().sum() + new.sum(), params)
+    want_grads = torch.autograd.grad(want.square().sum() + want_new.sum(), params)
+    for a, c in zip(grads, want_grads):
+        assert torch.equal(a, c)
+    out16, _ = fused(x.detach().half(), r.detach())
+    assert out16.dtype == torch.float16  # the sub-block output's dtype
     with pytest.raises(ValueError, match="residual must have"):
-        norm_mod.add_rms_norm(x, r[:, :3], w, 1e-5)
-    with pytest.raises(ValueError, match="weight must have shape"):
-        norm_mod.add_rms_norm(x, r, w[:4], 1e-5)
+        fused(x, r[:, :3])
+    with pytest.raises(ValueError, match="must have shape"):
+        norm_mod.add_layer_norm(x, r, w, b[:4], 1e-5) if kind == "layer" else norm_mod.add_rms_norm(x, r, w[:4], 1e-5)
 
 
 def test_add_rms_norm_kernel_path_passes_the_residual(monkeypatch):
@@ -531,6 +540,16 @@ def test_add_rms_norm_kernel_path_passes_the_residual(monkeypatch):
     assert seen == [(None, True, True, True)] and torch.equal(new, r + x)
     norm_mod.add_rms_norm(x, r.double(), w, 1e-5)  # a float64 residual stays on the reference
     assert len(seen) == 1
+    bias = torch.randn(8)
+
+    def fake_layer(x, weight, b, residual=None, eps=1e-6, prenorm=False, residual_in_fp32=False):
+        seen.append((b is bias, prenorm, residual_in_fp32))
+        new = residual + x
+        return norm_mod.layer_norm_reference(new, weight, b, eps).to(x.dtype), new
+
+    monkeypatch.setattr(_mamba_import, "mamba_add_layer_norm_fn", lambda: fake_layer)
+    out, new = norm_mod.add_layer_norm(x, r, w, bias, 1e-5)
+    assert seen[1:] == [(True, True, True)] and torch.equal(new, r + x)
 
 
 def test_layer_norm_reference_matches_a_loop_over_groups():

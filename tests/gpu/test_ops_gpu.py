@@ -284,23 +284,29 @@ def test_triton_conv_matches_the_reference_at_the_study_shapes(length):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
-def test_add_rms_norm_kernel(dtype):
-    """mamba-ssm's RMSNorm with the residual add fused (GLA's mlp_norm): x in ``dtype`` as a
-    sub-block's output, the residual stream in float32; output, new residual and gradients vs float64."""
-    from lengthgen.ops.norm import add_rms_norm
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+def test_add_rms_norm_kernel(dtype, kind):
+    """mamba-ssm's RMSNorm / LayerNorm with the residual add fused (GLA's mlp_norm, RWKV-6's
+    ffn_norm): x in ``dtype`` as a sub-block's output, the residual stream in float32; output, new
+    residual and gradients vs float64."""
+    from lengthgen.ops.norm import add_layer_norm, add_rms_norm
 
     need("mamba_add_norm")
     gen = torch.Generator(device=DEV).manual_seed(1)
     x = leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype)
     r = leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), torch.float32)
     w = leaf(1 + 0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
+    b = leaf(0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
 
-    def fn(x, r, w, backend):
-        return add_rms_norm(x, r, w, 1e-5, backend=backend)
+    def fn(x, r, w, *bias, backend):
+        if kind == "rms":
+            return add_rms_norm(x, r, w, 1e-5, backend=backend)
+        return add_layer_norm(x, r, w, bias[0], 1e-5, backend=backend)
 
-    out, new = fn(x, r, w, "kernel")
+    inputs = [x, r, w] + ([] if kind == "rms" else [b])
+    out, new = fn(*inputs, backend="kernel")
     assert out.dtype == dtype and new.dtype == torch.float32
-    compare("add_rms_norm", fn, [x, r, w], dtype)
+    compare(f"add_{kind}_norm", fn, inputs, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])

@@ -39,7 +39,7 @@ from lengthgen.models.base import LanguageModel, ModelConfig
 from lengthgen.models.fla_shared import (
     FlaHeads, build_fla_config, fla_config_values, load_fla_folder, skeleton_key_from_fla,
 )  # fmt: skip
-from lengthgen.ops import layer_norm, rwkv6_scan
+from lengthgen.ops import add_layer_norm, layer_norm, rwkv6_scan
 
 ARCH = "rwkv6"
 
@@ -96,6 +96,10 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
+
+    def add(self, x: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
+        """``(self(residual + x) in x's dtype, residual + x)`` in one op (``ops.add_layer_norm``)."""
+        return add_layer_norm(x, residual, self.weight, self.bias, self.eps, backend=self.backend)
 
 
 class GroupNorm(nn.Module):
@@ -211,7 +215,8 @@ class RWKV6ChannelMix(nn.Module):
 
 class RWKV6Block(nn.Module):
     """fla's ``RWKV6Block``: (layer 0: ``x = pre_norm(x)``) ``x + attn(attn_norm(x))``, then
-    ``x + ffn(ffn_norm(x))``."""
+    ``x + ffn(ffn_norm(x))``; the first add is fused into ffn_norm (``LayerNorm.add``), whose output
+    then has the attention output's dtype, as in fla's block (``fuse_norm``)."""
 
     def __init__(self, c: Config, layer_idx: int):
         super().__init__()
@@ -226,8 +231,8 @@ class RWKV6Block(nn.Module):
         if self.pre_norm is not None:
             hidden = self.pre_norm(hidden)
         y, new_state = self.attn(self.attn_norm(hidden), state)
-        hidden = hidden + y
-        y, new_state["shift_cm"] = self.ffn(self.ffn_norm(hidden), state.get("shift_cm"))
+        normed, hidden = self.ffn_norm.add(y, hidden)  # hidden + y and its norm in one op, as fla fuses them
+        y, new_state["shift_cm"] = self.ffn(normed, state.get("shift_cm"))
         return hidden + y, new_state
 
     def zero_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:

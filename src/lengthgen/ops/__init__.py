@@ -9,7 +9,7 @@ from lengthgen.ops.conv import causal_conv1d
 from lengthgen.ops.cross_entropy import cross_entropy_sum
 from lengthgen.ops.gla import gla_scan
 from lengthgen.ops.initial_state import initial_state_contribution
-from lengthgen.ops.norm import add_rms_norm, layer_norm, rms_norm
+from lengthgen.ops.norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from lengthgen.ops.rwkv6 import rwkv6_scan
 from lengthgen.ops.selective_scan import selective_scan
 from lengthgen.ops.ssd import ssd_scan
@@ -17,6 +17,7 @@ from lengthgen.ops.swiglu import swiglu_linear
 
 __all__ = [
     "BACKENDS",
+    "add_layer_norm",
     "add_rms_norm",
     "causal_conv1d",
     "cross_entropy_sum",

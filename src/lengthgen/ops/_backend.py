@@ -41,9 +41,10 @@ def _import_mamba_norm() -> None:
 
 
 def _import_mamba_add_norm() -> None:
-    from lengthgen.ops._mamba_import import mamba_add_rms_norm_fn
+    from lengthgen.ops._mamba_import import mamba_add_layer_norm_fn, mamba_add_rms_norm_fn
 
     mamba_add_rms_norm_fn()
+    mamba_add_layer_norm_fn()
 
 
 def _import_fla() -> None:
@@ -82,7 +83,7 @@ def _import_causal_conv1d() -> None:
 KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "mamba_ssd": ("mamba-ssm (its Triton SSD kernels)", _import_mamba_ssd),
     "mamba_norm": ("mamba-ssm (its Triton RMSNorm and LayerNorm)", _import_mamba_norm),
-    "mamba_add_norm": ("mamba-ssm (its Triton RMSNorm with a fused residual add)", _import_mamba_add_norm),
+    "mamba_add_norm": ("mamba-ssm (its Triton RMSNorm / LayerNorm with a fused residual add)", _import_mamba_add_norm),
     "fla": ("flash-linear-attention (fla-core)", _import_fla),
     "fla_swiglu": ("flash-linear-attention (fla-core, its SwiGLU kernel)", _import_fla_swiglu),
     "triton_selective_scan": ("triton (lengthgen's Mamba-1 selective-scan kernel)", _import_triton_selective_scan),

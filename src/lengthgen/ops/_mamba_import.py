@@ -106,6 +106,12 @@ def mamba_add_rms_norm_fn() -> Callable:
 
 
 @functools.lru_cache(maxsize=None)
+def mamba_add_layer_norm_fn() -> Callable:
+    """mamba-ssm's Triton ``layer_norm_fn`` with a residual (LayerNorm, the residual add fused in)."""
+    return _from_mamba("mamba_ssm.ops.triton.layer_norm", "layer_norm_fn")
+
+
+@functools.lru_cache(maxsize=None)
 def causal_conv1d_fn() -> Callable | None:
     """causal-conv1d's ``causal_conv1d_fn`` when its compiled extension is installed, else None."""
     if not compiled_causal_conv1d_available():

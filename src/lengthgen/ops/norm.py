@@ -114,16 +114,31 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float,
                  backend: str = "auto") -> tuple[Tensor, Tensor]:
     """``(rms_norm(residual + x) in x's dtype, residual + x)``: x (..., d) is a sub-block's output,
     ``residual`` (x's shape) the stream it is added to, in float32 (float64 stays float64)."""
-    d = x.shape[-1]
-    if weight.shape != (d,):
-        raise ValueError(f"add_rms_norm: weight must have shape ({d},), got {tuple(weight.shape)}")
-    if residual.shape != x.shape:
-        raise ValueError(f"add_rms_norm: the residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
-    if residual.dtype == torch.float32 and use_kernel(backend, "mamba_add_norm", x, residual, weight):
-        from lengthgen.ops._mamba_import import mamba_add_rms_norm_fn
+    return _add_norm("add_rms_norm", x, residual, weight, None, eps, backend)
 
-        out, new_residual = mamba_add_rms_norm_fn()(x, weight, None, residual=residual, eps=eps, prenorm=True,
-                                                    residual_in_fp32=True)
+
+def add_layer_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor | None, eps: float,
+                   backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """``(layer_norm(residual + x) in x's dtype, residual + x)``, as :func:`add_rms_norm` (GPU:
+    mamba-ssm's ``layer_norm.layer_norm_fn`` with ``residual``, ``prenorm=True``)."""
+    return _add_norm("add_layer_norm", x, residual, weight, bias, eps, backend)
+
+
+def _add_norm(op: str, x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor | None, eps: float,
+              backend: str) -> tuple[Tensor, Tensor]:
+    rms = op == "add_rms_norm"
+    d = x.shape[-1]
+    if weight.shape != (d,) or (bias is not None and bias.shape != (d,)):
+        raise ValueError(f"{op}: weight{'' if rms else ' and bias'} must have shape ({d},), got "
+                         f"{tuple(weight.shape)}{'' if bias is None else f' and {tuple(bias.shape)}'}")
+    if residual.shape != x.shape:
+        raise ValueError(f"{op}: the residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
+    if residual.dtype == torch.float32 and use_kernel(backend, "mamba_add_norm", x, residual, weight, bias):
+        from lengthgen.ops import _mamba_import
+
+        fn = _mamba_import.mamba_add_rms_norm_fn() if rms else _mamba_import.mamba_add_layer_norm_fn()
+        out, new_residual = fn(x, weight, bias, residual=residual, eps=eps, prenorm=True, residual_in_fp32=True)
         return out, new_residual
     new_residual = residual + x
-    return rms_norm_reference(new_residual, weight, eps).to(x.dtype), new_residual
+    normed = rms_norm_reference(new_residual, weight, eps) if rms else layer_norm_reference(new_residual, weight, bias, eps)
+    return normed.to(x.dtype), new_residual
