@@ -21,6 +21,8 @@ its checkpoint written (``lengthgen.train.stop``); the CLI prints its one line a
 
 from __future__ import annotations
 
+import signal
+
 
 class UserError(Exception):
     """Bad input to a stage; the message names the path or key and the fix (exit status 2)."""
@@ -38,8 +40,6 @@ class RunStopped(Exception):
     """A run stopped on a signal after ``step`` of ``steps``, its checkpoint written in ``run_dir``."""
 
     def __init__(self, signum: int, step: int, steps: int, run_dir: str):
-        import signal
-
         self.signum, self.step, self.steps, self.run_dir = signum, step, steps, run_dir
         self.exit_code = 128 + signum
         super().__init__(f"stopped by {signal.Signals(signum).name} after step {step} of {steps}; its checkpoint "

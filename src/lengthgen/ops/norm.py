@@ -114,19 +114,19 @@ def add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float,
                  backend: str = "auto") -> tuple[Tensor, Tensor]:
     """``(rms_norm(residual + x) in x's dtype, residual + x)``: x (..., d) is a sub-block's output,
     ``residual`` (x's shape) the stream it is added to, in float32 (float64 stays float64)."""
-    return _add_norm("add_rms_norm", x, residual, weight, None, eps, backend)
+    return _add_norm(x, residual, weight, None, eps, backend, rms=True)
 
 
 def add_layer_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor | None, eps: float,
                    backend: str = "auto") -> tuple[Tensor, Tensor]:
     """``(layer_norm(residual + x) in x's dtype, residual + x)``, as :func:`add_rms_norm` (GPU:
     mamba-ssm's ``layer_norm.layer_norm_fn`` with ``residual``, ``prenorm=True``)."""
-    return _add_norm("add_layer_norm", x, residual, weight, bias, eps, backend)
+    return _add_norm(x, residual, weight, bias, eps, backend, rms=False)
 
 
-def _add_norm(op: str, x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor | None, eps: float,
-              backend: str) -> tuple[Tensor, Tensor]:
-    rms = op == "add_rms_norm"
+def _add_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor | None, eps: float,
+              backend: str, rms: bool) -> tuple[Tensor, Tensor]:
+    op = "add_rms_norm" if rms else "add_layer_norm"
     d = x.shape[-1]
     if weight.shape != (d,) or (bias is not None and bias.shape != (d,)):
         raise ValueError(f"{op}: weight{'' if rms else ' and bias'} must have shape ({d},), got "
