@@ -9,11 +9,13 @@ y and dx are written channel-last ((b, l, d) memory seen as (b, d, l)). One prog
 BD channels, block of BT steps, row):
 
 * forward: W shifted loads of x (the first block also reads the state), y in registers;
-* backward: the pre-activation is recomputed in registers (nothing is saved but the inputs), then
-  dx_j = sum_k w[k] dpre_{j + W - 1 - k} over the W shifts (the block's last W - 1 steps look W - 1
-  steps ahead), the weight and bias gradients are summed over the block and written per program
-  (torch adds the programs up afterwards: deterministic), and the first block also writes the
-  state's gradient.
+* backward, two passes: the first recomputes the pre-activation in registers (nothing is saved but
+  the inputs), writes dpre = dy * silu'(pre) in float32, sums the weight and bias gradients over its
+  block and writes them per program (torch adds the programs up afterwards: deterministic), and the
+  first block also writes the state's gradient; the second reads dpre at W shifts for
+  dx_j = sum_k w[k] dpre_{j + W - 1 - k}. (One pass that recomputed dpre at each of the W shifts
+  loaded W (W + 1) + W tiles per block, 24 at W = 4, and was the slowest kernel of the study's
+  training step.)
 
 The new window (the last W - 1 entries of z) is sliced by the caller in torch, so its gradient
 reaches x through autograd. Widths 2-4 (any width works; 4 is Mamba's).
@@ -30,9 +32,8 @@ except ImportError as exc:  # pragma: no cover - exercised only where triton is 
     raise ImportError("lengthgen.ops.triton needs triton (pip install triton); "
                       "use backend='torch' for the plain reference") from exc
 
-# tiles (steps x channels): the backward recomputes the pre-activation at W shifts, so its tile is
-# smaller to stay in registers (no spills on sm_90 at W = 4 by ptxas' count)
-FWD_TILE, BWD_TILE = (64, 64), (16, 64)
+# tiles (steps x channels): the backward's first pass holds the pre-activation, its sigmoid and dpre
+FWD_TILE, DPRE_TILE, DX_TILE = (64, 64), (32, 64), (64, 64)
 
 
 @triton.jit
@@ -79,42 +80,53 @@ def _fwd_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, y_ptr, D, L,
 
 
 @triton.jit
-def _bwd_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, dy_ptr, dx_ptr, dw_ptr, db_ptr, dstate_ptr, D, L, NT,
-                sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, sdy_b, sdy_d, sdy_l,
-                W: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-                BT: tl.constexpr, BD: tl.constexpr):
+def _bwd_dpre_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, dy_ptr, dpre_ptr, dw_ptr, db_ptr, dstate_ptr, D, L, NT,
+                     sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, sdy_b, sdy_d, sdy_l,
+                     W: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                     BT: tl.constexpr, BD: tl.constexpr):
+    """Backward, first pass: dpre at the block's own steps (float32, (b, l, d) memory), the block's
+    partial sums of the weight and bias gradients, and (first block) the state's gradient."""
     i_t = tl.program_id(1)
     c = tl.program_id(0) * BD + tl.arange(0, BD)
     t = i_t * BT + tl.arange(0, BT)
     b = tl.program_id(2).to(tl.int64)
     mc = c < D
-    part = (b * NT + i_t) * D                                          # this program's partial sums
+    mt = (t < L)[:, None] & mc[None, :]
+    dp = tl.load(dy_ptr + b * sdy_b + c[None, :] * sdy_d + t[:, None] * sdy_l, mask=mt, other=0.0).to(tl.float32)
+    if SILU:
+        pre = _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W,
+                   HAS_STATE, HAS_BIAS)
+        sg = tl.sigmoid(pre)
+        dp = dp * sg * (1.0 + pre * (1.0 - sg))
+    tl.store(dpre_ptr + (b * L + t[:, None]) * D + c[None, :], dp, mask=mt)
+    part = (b * NT + i_t) * W                                          # this program's rows of partial sums
+    for k in tl.static_range(W):                                       # output t reads z at x index t + k - (W - 1)
+        zk = _z(x_ptr, s_ptr, b, c, mc, t + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
+        tl.store(dw_ptr + (part + k) * D + c, tl.sum(dp * zk, axis=0), mask=mc)
+    if HAS_BIAS:
+        tl.store(db_ptr + (b * NT + i_t) * D + c, tl.sum(dp, axis=0), mask=mc)
+    if HAS_STATE:
+        if i_t == 0:  # state column i is z index i: used by outputs u = i - k, k <= i
+            for i in tl.static_range(W - 1):
+                g = tl.zeros((BD,), dtype=tl.float32)
+                for k in tl.static_range(i + 1):
+                    wk = tl.load(w_ptr + c * W + k, mask=mc, other=0.0).to(tl.float32)
+                    g += wk * tl.sum(tl.where((t == i - k)[:, None], dp, 0.0), axis=0)
+                tl.store(dstate_ptr + (b * D + c) * (W - 1) + i, g, mask=mc)
+
+
+@triton.jit
+def _bwd_dx_kernel(dpre_ptr, w_ptr, dx_ptr, D, L, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+    """Backward, second pass: dx_j = sum_k w[k] dpre_{j + W - 1 - k} (steps past L contribute 0)."""
+    c = tl.program_id(0) * BD + tl.arange(0, BD)
+    t = tl.program_id(1) * BT + tl.arange(0, BT)
+    b = tl.program_id(2).to(tl.int64)
+    mc = c < D
     dx = tl.zeros((BT, BD), dtype=tl.float32)
-    for s in tl.static_range(W):                                       # dpre at steps u = t + s
+    for s in tl.static_range(W):                                       # x index t feeds output t + s through w[W - 1 - s]
         u = t + s
-        mu = (u < L)[:, None] & mc[None, :]
-        dp = tl.load(dy_ptr + b * sdy_b + c[None, :] * sdy_d + u[:, None] * sdy_l, mask=mu, other=0.0).to(tl.float32)
-        if SILU:
-            pre = _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, u, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W,
-                       HAS_STATE, HAS_BIAS)
-            sg = tl.sigmoid(pre)
-            dp = dp * sg * (1.0 + pre * (1.0 - sg))
-        # x index j = t feeds output u = j + (W - 1) - k through w[k]: k = W - 1 - s
+        dp = tl.load(dpre_ptr + (b * L + u[:, None]) * D + c[None, :], mask=(u < L)[:, None] & mc[None, :], other=0.0)
         dx += tl.load(w_ptr + c * W + (W - 1 - s), mask=mc, other=0.0).to(tl.float32)[None, :] * dp
-        if s == 0:  # the block's own outputs: weight, bias and state gradients
-            for k in tl.static_range(W):
-                zk = _z(x_ptr, s_ptr, b, c, mc, t + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
-                tl.store(dw_ptr + (part + c) * W + k, tl.sum(dp * zk, axis=0), mask=mc)
-            if HAS_BIAS:
-                tl.store(db_ptr + part + c, tl.sum(dp, axis=0), mask=mc)
-            if HAS_STATE:
-                if i_t == 0:  # state column i is z index i: used by outputs u = i - k, k <= i
-                    for i in tl.static_range(W - 1):
-                        g = tl.zeros((BD,), dtype=tl.float32)
-                        for k in tl.static_range(i + 1):
-                            wk = tl.load(w_ptr + c * W + k, mask=mc, other=0.0).to(tl.float32)
-                            g += wk * tl.sum(tl.where((t == i - k)[:, None], dp, 0.0), axis=0)
-                        tl.store(dstate_ptr + (b * D + c) * (W - 1) + i, g, mask=mc)
     tl.store(dx_ptr + (b * L + t[:, None]) * D + c[None, :], dx.to(dx_ptr.dtype.element_ty),
              mask=(t < L)[:, None] & mc[None, :])
 
@@ -144,19 +156,22 @@ class _CausalConv1d(torch.autograd.Function):
         x, weight, bias, state = ctx.saved_tensors
         b, d, l = x.shape
         w = weight.shape[1]
-        bt, bd = BWD_TILE
+        bt, bd = DPRE_TILE
         nt = triton.cdiv(l, bt)
-        dx = _channel_last(b, d, l, x.dtype, x.device)
-        dw = torch.empty(b * nt, d, w, dtype=torch.float32, device=x.device)
+        dpre = torch.empty(b, l, d, dtype=torch.float32, device=x.device)
+        dw = torch.empty(b * nt, w, d, dtype=torch.float32, device=x.device)
         db = torch.empty(b * nt, d, dtype=torch.float32, device=x.device) if bias is not None else dw
         dstate = torch.empty(b, d, w - 1, dtype=torch.float32, device=x.device) if state is not None else dw
         st = state if state is not None else x
         ss = state.stride() if state is not None else (0, 0, 0)
-        grid = (triton.cdiv(d, bd), nt, b)
-        _bwd_kernel[grid](x, st, weight, bias if bias is not None else weight, dy, dx, dw, db, dstate, d, l, nt,
-                          *x.stride(), *ss, *dy.stride(),
-                          W=w, HAS_STATE=state is not None, HAS_BIAS=bias is not None, SILU=ctx.silu, BT=bt, BD=bd)
-        return (dx, dw.sum(0).to(weight.dtype), None if bias is None else db.sum(0).to(bias.dtype),
+        _bwd_dpre_kernel[(triton.cdiv(d, bd), nt, b)](
+            x, st, weight, bias if bias is not None else weight, dy, dpre, dw, db, dstate, d, l, nt,
+            *x.stride(), *ss, *dy.stride(),
+            W=w, HAS_STATE=state is not None, HAS_BIAS=bias is not None, SILU=ctx.silu, BT=bt, BD=bd)
+        dx = _channel_last(b, d, l, x.dtype, x.device)
+        bt, bd = DX_TILE
+        _bwd_dx_kernel[(triton.cdiv(d, bd), triton.cdiv(l, bt), b)](dpre, weight, dx, d, l, W=w, BT=bt, BD=bd)
+        return (dx, dw.sum(0).t().to(weight.dtype), None if bias is None else db.sum(0).to(bias.dtype),
                 None if state is None else dstate.to(state.dtype), None)
 
 
