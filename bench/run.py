@@ -29,6 +29,7 @@ SECTIONS = {
     "effrem": "bench.effrem_cost",
     "mamba1_scan": "bench.mamba1_section",
     "ssd_one_chunk": "bench.ssd_one_chunk",
+    "conv_tiles": "bench.conv_tiles",
     "profile": "bench.profile_calls",
     "study_train": "bench.study_train",
     "compile": "bench.compile_time",

@@ -162,6 +162,13 @@ def test_ssd_one_chunk_section_is_recorded_as_unavailable_without_cuda(tmp_path)
     assert section["results"] == {"T16": {"unavailable": "the kernels run on CUDA only; this run has no CUDA device"}}
 
 
+def test_conv_tiles_section_is_recorded_as_unavailable_without_cuda(tmp_path):
+    assert run.main(["--out", str(tmp_path), "--device", "cpu", "--tiny", "--only", "conv_tiles"]) == 0
+    section = report.load_sections(tmp_path)["conv_tiles"]
+    assert section["complete"] is True
+    assert section["results"] == {"tiny": {"unavailable": "the kernel runs on CUDA only; this run has no CUDA device"}}
+
+
 # ---------------------------------------------------------------------------- report
 def _section(name, results, device="cuda", **extra):
     prov = {"git": {"commit": "abc", "dirty": False}, "config_hash": None, "seed": 0,

@@ -65,6 +65,9 @@ GROUPS = {
         "fp32_full": lambda: _case(2, 70, 90, 4, 0, torch.float32, wide=6),
         # no state, no bias, no activation, width 3
         "fp32_plain": lambda: _case(1, 16, 33, 3, 1, torch.float32, with_state=False, with_bias=False, silu=False),
+        # width 2 (the backward's one-load path with unused shifts) and 5 (its general loop)
+        "fp32_w2": lambda: _case(2, 20, 40, 2, 5, torch.float32, wide=4),
+        "fp32_w5": lambda: _case(2, 20, 40, 5, 6, torch.float32),
     },
     "b": {
         # shorter than the window: the new window mixes the old state and x
@@ -84,7 +87,7 @@ def test_the_interpreter_ran_the_kernels(interp):
     assert interp["kernel_type_a"] == interp["kernel_type_b"] == "InterpretedFunction"
 
 
-@pytest.mark.parametrize("case", ["fp32_full", "fp32_plain", "fp32_short", "fp32_y_only_no_state"])
+@pytest.mark.parametrize("case", ["fp32_full", "fp32_plain", "fp32_w2", "fp32_w5", "fp32_short", "fp32_y_only_no_state"])
 def test_float32_kernels_match_the_float64_reference(interp, case):
     r = interp[case]
     errors = {k: v for k, v in r.items() if k in ("y", "window") or k.startswith("d")}

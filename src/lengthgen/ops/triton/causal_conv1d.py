@@ -32,8 +32,10 @@ except ImportError as exc:  # pragma: no cover - exercised only where triton is 
     raise ImportError("lengthgen.ops.triton needs triton (pip install triton); "
                       "use backend='torch' for the plain reference") from exc
 
-# tiles (steps x channels): the backward's first pass holds the pre-activation, its sigmoid and dpre
+# tiles (steps x channels); the backward's first pass holds W shifted tiles of z, the pre-activation and
+# dpre. Its tile fixes the order of the weight gradient's sums, so it is a constant, never autotuned.
 FWD_TILE, DPRE_TILE, DX_TILE = (64, 64), (32, 64), (64, 64)
+DPRE_WARPS = 4
 
 
 @triton.jit
@@ -61,6 +63,24 @@ def _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, u, L, sx_b, sx_d, sx_l, ss_b, 
         acc += wk[None, :] * _z(x_ptr, s_ptr, b, c, mc, u + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w,
                                 W, HAS_STATE)
     return acc
+
+
+@triton.jit
+def _z_or_0(x_ptr, s_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, k: tl.constexpr, W: tl.constexpr,
+            HAS_STATE: tl.constexpr):
+    """z at x index t + k - (W - 1) for shift k < W, zeros for k >= W (the W <= 4 path's unused shifts)."""
+    if k < W:
+        return _z(x_ptr, s_ptr, b, c, mc, t + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
+    else:
+        return tl.zeros((t.shape[0], c.shape[0]), dtype=tl.float32)
+
+
+@triton.jit
+def _w_or_0(w_ptr, c, mc, k: tl.constexpr, W: tl.constexpr):
+    if k < W:
+        return tl.load(w_ptr + c * W + k, mask=mc, other=0.0).to(tl.float32)
+    else:
+        return tl.zeros((c.shape[0],), dtype=tl.float32)
 
 
 @triton.jit
@@ -93,16 +113,33 @@ def _bwd_dpre_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, dy_ptr, dpre_ptr, dw_ptr, db
     mc = c < D
     mt = (t < L)[:, None] & mc[None, :]
     dp = tl.load(dy_ptr + b * sdy_b + c[None, :] * sdy_d + t[:, None] * sdy_l, mask=mt, other=0.0).to(tl.float32)
-    if SILU:
-        pre = _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W,
-                   HAS_STATE, HAS_BIAS)
-        sg = tl.sigmoid(pre)
-        dp = dp * sg * (1.0 + pre * (1.0 - sg))
-    tl.store(dpre_ptr + (b * L + t[:, None]) * D + c[None, :], dp, mask=mt)
     part = (b * NT + i_t) * W                                          # this program's rows of partial sums
-    for k in tl.static_range(W):                                       # output t reads z at x index t + k - (W - 1)
-        zk = _z(x_ptr, s_ptr, b, c, mc, t + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
-        tl.store(dw_ptr + (part + k) * D + c, tl.sum(dp * zk, axis=0), mask=mc)
+    if W <= 4:  # each shifted z tile loaded once, for the pre-activation and the weight gradient
+        z0 = _z(x_ptr, s_ptr, b, c, mc, t - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
+        z1 = _z_or_0(x_ptr, s_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 1, W, HAS_STATE)
+        z2 = _z_or_0(x_ptr, s_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 2, W, HAS_STATE)
+        z3 = _z_or_0(x_ptr, s_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 3, W, HAS_STATE)
+        if SILU:
+            pre = (_w_or_0(w_ptr, c, mc, 0, W)[None, :] * z0 + _w_or_0(w_ptr, c, mc, 1, W)[None, :] * z1
+                   + _w_or_0(w_ptr, c, mc, 2, W)[None, :] * z2 + _w_or_0(w_ptr, c, mc, 3, W)[None, :] * z3)
+            if HAS_BIAS:
+                pre += tl.load(bias_ptr + c, mask=mc, other=0.0).to(tl.float32)[None, :]
+            sg = tl.sigmoid(pre)
+            dp = dp * sg * (1.0 + pre * (1.0 - sg))
+        tl.store(dw_ptr + part * D + c, tl.sum(dp * z0, axis=0), mask=mc)
+        tl.store(dw_ptr + (part + 1) * D + c, tl.sum(dp * z1, axis=0), mask=mc & (W > 1))
+        tl.store(dw_ptr + (part + 2) * D + c, tl.sum(dp * z2, axis=0), mask=mc & (W > 2))
+        tl.store(dw_ptr + (part + 3) * D + c, tl.sum(dp * z3, axis=0), mask=mc & (W > 3))
+    else:
+        if SILU:
+            pre = _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W,
+                       HAS_STATE, HAS_BIAS)
+            sg = tl.sigmoid(pre)
+            dp = dp * sg * (1.0 + pre * (1.0 - sg))
+        for k in tl.static_range(W):                                   # output t reads z at x index t + k - (W - 1)
+            zk = _z(x_ptr, s_ptr, b, c, mc, t + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
+            tl.store(dw_ptr + (part + k) * D + c, tl.sum(dp * zk, axis=0), mask=mc)
+    tl.store(dpre_ptr + (b * L + t[:, None]) * D + c[None, :], dp, mask=mt)
     if HAS_BIAS:
         tl.store(db_ptr + (b * NT + i_t) * D + c, tl.sum(dp, axis=0), mask=mc)
     if HAS_STATE:
@@ -167,7 +204,8 @@ class _CausalConv1d(torch.autograd.Function):
         _bwd_dpre_kernel[(triton.cdiv(d, bd), nt, b)](
             x, st, weight, bias if bias is not None else weight, dy, dpre, dw, db, dstate, d, l, nt,
             *x.stride(), *ss, *dy.stride(),
-            W=w, HAS_STATE=state is not None, HAS_BIAS=bias is not None, SILU=ctx.silu, BT=bt, BD=bd)
+            W=w, HAS_STATE=state is not None, HAS_BIAS=bias is not None, SILU=ctx.silu, BT=bt, BD=bd,
+            num_warps=DPRE_WARPS)
         dx = _channel_last(b, d, l, x.dtype, x.device)
         bt, bd = DX_TILE
         _bwd_dx_kernel[(triton.cdiv(d, bd), triton.cdiv(l, bt), b)](dpre, weight, dx, d, l, W=w, BT=bt, BD=bd)
