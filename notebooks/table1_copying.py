@@ -57,10 +57,12 @@ def thirds(curves):
 
 
 header = ("setting", "parameters", "eval length", "character accuracy (greedy)",
-          "character accuracy (teacher forced)", "greedy by third of the copy", "seeds")
+          "character accuracy (teacher forced)", "greedy by third of the copy",
+          "greedy at the training length (each seed)", "seeds")
 rows, by_position, captions = [], {}, []  # by_position[label] = (greedy curves, teacher-forced curves)
 for setting, es in lp.group(spec, "setting").items():
     greedy, forced, lengths, params, curves, tf_curves, first = [], [], set(), set(), [], [], None
+    at_train = []  # greedy character accuracy on strings of the longest training length, per seed
     for e in es:
         res = lp.load_task(e["results"]["copying"], "task-copying")
         if res is not None:
@@ -69,6 +71,8 @@ for setting, es in lp.group(spec, "setting").items():
             greedy.append(ev["greedy"]["char_accuracy"])
             forced.append(ev["teacher_forced"]["char_accuracy"])
             lengths.add(ev["length"])
+            if "train_length" in res["data"]:
+                at_train.append(f"{res['data']['train_length']['greedy']['char_accuracy']:.2f}")
             params.add(f"{res['data']['parameters'] / 1e6:.1f}M" if res["data"].get("parameters") else "-")
             if "by_position" in ev["greedy"]:
                 curves.append(ev["greedy"]["by_position"])
@@ -79,13 +83,13 @@ for setting, es in lp.group(spec, "setting").items():
         captions.append(trained_on(label, first))
     if greedy:
         rows.append((label, "/".join(sorted(params)), "/".join(map(str, sorted(lengths))), mean_std(greedy),
-                     mean_std(forced), thirds(curves), str(len(greedy))))
+                     mean_std(forced), thirds(curves), " / ".join(at_train) or "-", str(len(greedy))))
     else:
-        rows.append((label, "-", "-", "not yet measured", "not yet measured", "-", "0"))
+        rows.append((label, "-", "-", "not yet measured", "not yet measured", "-", "-", "0"))
 md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
 caption = " ".join(captions) + " Std over seeds (population). " + lp.provenance_text(spec, scale)
 md += "\n\n" + caption
-tex = "\\begin{tabular}{lcccccc}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
+tex = "\\begin{tabular}{lccccccc}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
 tex += "".join(" & ".join(c.replace("±", "$\\pm$") for c in r) + " \\\\\n" for r in rows) + "\\bottomrule\n\\end{tabular}\n"
 tex += "% " + caption
 lp.save_table(md, tex, [o for o in outputs if o.endswith((".md", ".tex"))])
