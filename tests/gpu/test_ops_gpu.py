@@ -286,12 +286,12 @@ def test_triton_conv_matches_the_reference_at_the_study_shapes(length):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
 @pytest.mark.parametrize("kind", ["rms", "layer"])
 def test_add_rms_norm_kernel(dtype, kind):
-    """mamba-ssm's RMSNorm / LayerNorm with the residual add fused (GLA's mlp_norm, RWKV-6's
-    ffn_norm): x in ``dtype`` as a sub-block's output, the residual stream in float32; output, new
-    residual and gradients vs float64."""
+    """RMSNorm / LayerNorm with the residual add fused (GLA's mlp_norm: lengthgen's Triton norm;
+    RWKV-6's ffn_norm: mamba-ssm's): x in ``dtype`` as a sub-block's output, the residual stream in
+    float32; output, new residual and gradients vs float64."""
     from lengthgen.ops.norm import add_layer_norm, add_rms_norm
 
-    need("mamba_add_norm")
+    need("triton_norm" if kind == "rms" else "mamba_add_norm")
     gen = torch.Generator(device=DEV).manual_seed(1)
     x = leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype)
     r = leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), torch.float32)
@@ -312,11 +312,11 @@ def test_add_rms_norm_kernel(dtype, kind):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
 @pytest.mark.parametrize("gated", [False, True, "before"], ids=["plain", "gated", "norm_before_gate"])
 def test_rms_norm_kernel(dtype, gated):
-    """mamba-ssm's Triton RMSNorm (plain; gated with groups, Mamba-2's output norm; norm before the
-    gate, GLA's per-head output norm) vs float64."""
+    """The Triton RMSNorms (plain and gated with groups, Mamba-2's output norm: lengthgen's; norm
+    before the gate, GLA's per-head output norm: mamba-ssm's) vs float64."""
     from lengthgen.ops import rms_norm
 
-    need("mamba_norm")
+    need("mamba_norm" if gated == "before" else "triton_norm")
     gen = torch.Generator(device=DEV).manual_seed(0)
     x, z = (leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype) for _ in range(2))
     w = leaf(1 + 0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
@@ -327,6 +327,49 @@ def test_rms_norm_kernel(dtype, gated):
         return rms_norm(x, w, 1e-5, backend=backend, **(dict(z=gate[0], **extra) if gated else {}))
 
     compare_output(f"rms_norm {gated}", fn, inputs, dtype, gen)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", ["plain", "gated", "add"])
+def test_triton_norm_at_the_study_shape(dtype, case):
+    """lengthgen's Triton RMSNorm at the study's training step, 65,536 rows: the block norm and the
+    pre-norm add at d_model 192 (residual float32), Mamba-2's gated output norm at d_inner 384 (one
+    group, z a slice of in_proj's output); output (new residual) and every gradient vs float64, and
+    bit-identical outputs and gradients from two calls."""
+    from lengthgen.ops.norm import add_rms_norm, rms_norm
+
+    need("triton_norm")
+    gen = torch.Generator(device=DEV).manual_seed(6)
+    d = 384 if case == "gated" else 192
+    x = leaf(torch.randn(8, 8192, d, device=DEV, generator=gen), dtype)
+    w = leaf(1 + 0.1 * torch.randn(d, device=DEV, generator=gen), torch.float32)
+    if case == "add":
+        inputs = [x, leaf(torch.randn(8, 8192, d, device=DEV, generator=gen), torch.float32), w]
+
+        def fn(x, r, w, backend):
+            return add_rms_norm(x, r, w, 1e-5, backend=backend)
+
+        compare("add_rms_norm triton", fn, inputs, dtype)
+    else:
+        inputs = [x, w]
+        if case == "gated":
+            inputs.append(leaf(torch.randn(8, 8192, d + 64, device=DEV, generator=gen), dtype))
+
+        def fn(x, w, *proj, backend):
+            z = proj[0][..., 32:32 + d] if proj else None
+            return rms_norm(x, w, 1e-5, z=z, group_size=d if proj else None, backend=backend)
+
+        compare_output(f"rms_norm triton {case}", fn, inputs, dtype, gen)
+
+    def run():
+        out = fn(*inputs, backend="kernel")
+        outs = out if isinstance(out, tuple) else (out,)
+        loss = sum((o.float() * p).sum() for o, p in zip(outs, probes))
+        return [o.detach() for o in outs] + list(torch.autograd.grad(loss, inputs))
+
+    probes = [torch.randn(x.shape, device=DEV, generator=gen) for _ in range(2)]
+    first, second = run(), run()
+    assert all(torch.equal(a, b) for a, b in zip(first, second)), f"{case} {dtype}: two calls differ"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])

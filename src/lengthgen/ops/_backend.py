@@ -72,6 +72,10 @@ def _import_triton_conv() -> None:
     importlib.import_module("lengthgen.ops.triton.causal_conv1d")
 
 
+def _import_triton_norm() -> None:
+    importlib.import_module("lengthgen.ops.triton.rms_norm")
+
+
 def _import_causal_conv1d() -> None:
     from lengthgen.ops._mamba_import import causal_conv1d_fn
 
@@ -90,6 +94,7 @@ KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "triton_ssd_one_chunk": ("triton (lengthgen's one-chunk Mamba-2 SSD kernel)", _import_triton_ssd_one_chunk),
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),
     "triton_conv": ("triton (lengthgen's depthwise causal conv1d kernel)", _import_triton_conv),
+    "triton_norm": ("triton (lengthgen's RMSNorm kernel: plain, gated, with a residual add)", _import_triton_norm),
     "fla_cross_entropy": ("flash-linear-attention (fla-core, its fused cross-entropy kernel)",
                           _import_fla_cross_entropy),
 }

@@ -1,4 +1,4 @@
-"""RMSNorm (and LayerNorm), plain or gated and grouped, as one op with a torch reference and a Triton kernel.
+"""RMSNorm (and LayerNorm), plain or gated and grouped, as one op with a torch reference and Triton kernels.
 
     plain:                       y = x / rms(x) * weight
     gated, norm_before_gate=F:   y = rmsnorm(x * silu(z)) * weight      (Mamba-2's output norm)
@@ -6,18 +6,29 @@
 
 with rms over groups of ``group_size`` channels (None: the whole last dimension) and
 rms(x) = sqrt(mean(x^2) + eps).  The reference computes in float32 (float64 stays float64) and
-returns x's dtype, like mamba-ssm's reference norms.  GPU: mamba-ssm's Triton ``rmsnorm_fn``
-(``mamba_ssm.ops.triton.layernorm_gated``), which fuses the gate and saves no float32 copies for
-the backward pass.
+returns x's dtype, like mamba-ssm's reference norms.
 
 ``layer_norm`` is the same for LayerNorm with a bias (RWKV-6's norms; with groups, its per-head
 GroupNorm; with ``z``, that norm times ``silu(z)``): ``y = (x - mean) / sqrt(var + eps) * weight +
-bias`` per group, times ``silu(z)`` if given. GPU: mamba-ssm's Triton ``layernorm_fn`` (same module).
+bias`` per group, times ``silu(z)`` if given.
 
 ``add_rms_norm`` is a pre-norm block's residual add and the next norm in one op:
-``residual + x`` and its plain RMSNorm (GPU: mamba-ssm's ``layer_norm.rms_norm_fn`` with
-``residual``, ``prenorm=True``, the residual kept in float32), so the sum is written once and
-read by nobody else.
+``residual + x`` and its plain RMSNorm (the residual kept in float32), so the sum is written once
+and read by nobody else; ``add_layer_norm`` the same with a LayerNorm.
+
+Which kernel runs what on CUDA (float32 / float16 / bfloat16 inputs; the CPU and float64 run the
+torch reference):
+
+* lengthgen's Triton RMSNorm (``lengthgen.ops.triton.rms_norm``, kernel family ``triton_norm``):
+  ``rms_norm`` plain, or gated with ``norm_before_gate=False``, with groups (the whole dim without
+  them) of at most 1024 channels; ``add_rms_norm`` (float32 residual, at most 1024 channels).
+  Blocks of rows per program, fixed tiles: deterministic, bit-identical gradients across runs.
+* mamba-ssm's Triton kernels, where triton_norm does not apply (or is unavailable):
+  ``rms_norm`` with ``norm_before_gate=True`` (GLA's per-head output norm) or wider groups, and
+  ``layer_norm``: ``rmsnorm_fn`` / ``layernorm_fn`` (``mamba_ssm.ops.triton.layernorm_gated``, which
+  fuse the gate and save no float32 copies for the backward pass); ``add_rms_norm`` wider than 1024
+  and ``add_layer_norm``: ``layer_norm.rms_norm_fn`` / ``layer_norm_fn`` with ``residual``,
+  ``prenorm=True``, ``residual_in_fp32=True``.
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lengthgen.ops._backend import use_kernel
+from lengthgen.ops._backend import kernel_unavailable_reason, use_kernel
+
+_TRITON_NORM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -48,6 +61,18 @@ def rms_norm_reference(x: Tensor, weight: Tensor, eps: float, z: Tensor | None =
     return out.to(x.dtype)
 
 
+def _triton_norm_takes(x: Tensor, width: int, backend: str) -> bool:
+    """Whether lengthgen's Triton RMSNorm is the kernel to ask ``use_kernel`` for: x on CUDA in a
+    dtype it takes, triton importable, groups (or the whole dim) of at most its width."""
+    if backend == "torch" or not x.is_cuda or x.dtype not in _TRITON_NORM_DTYPES:
+        return False
+    if kernel_unavailable_reason("triton_norm") is not None:
+        return False
+    from lengthgen.ops.triton.rms_norm import MAX_WIDTH
+
+    return width <= MAX_WIDTH
+
+
 def rms_norm(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None, group_size: int | None = None,
              norm_before_gate: bool = False, backend: str = "auto") -> Tensor:
     """RMSNorm of ``x`` (..., d) with ``weight`` (d,); optional gate ``z`` (x's shape) and groups."""
@@ -58,7 +83,12 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None, gro
         raise ValueError(f"rms_norm: the gate z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
     if group_size is not None and (group_size < 1 or d % group_size):
         raise ValueError(f"rms_norm: {d} channels are not a whole number of groups of {group_size}")
-    if use_kernel(backend, "mamba_norm", x, weight, z):
+    triton = (z is None or not norm_before_gate) and _triton_norm_takes(x, group_size or d, backend)
+    if use_kernel(backend, "triton_norm" if triton else "mamba_norm", x, weight, z):
+        if triton:
+            from lengthgen.ops.triton.rms_norm import rms_norm_triton
+
+            return rms_norm_triton(x, weight, eps, z=z, group_size=group_size)
         from lengthgen.ops._mamba_import import mamba_rmsnorm_fn
 
         shape = x.shape
@@ -133,7 +163,13 @@ def _add_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor | None, 
                          f"{tuple(weight.shape)}{'' if bias is None else f' and {tuple(bias.shape)}'}")
     if residual.shape != x.shape:
         raise ValueError(f"{op}: the residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
-    if residual.dtype == torch.float32 and use_kernel(backend, "mamba_add_norm", x, residual, weight, bias):
+    triton = rms and _triton_norm_takes(x, d, backend)
+    if residual.dtype == torch.float32 and use_kernel(backend, "triton_norm" if triton else "mamba_add_norm",
+                                                      x, residual, weight, bias):
+        if triton:
+            from lengthgen.ops.triton.rms_norm import add_rms_norm_triton
+
+            return add_rms_norm_triton(x, residual, weight, eps)
         from lengthgen.ops import _mamba_import
 
         fn = _mamba_import.mamba_add_rms_norm_fn() if rms else _mamba_import.mamba_add_layer_norm_fn()

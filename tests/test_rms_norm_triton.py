@@ -1,0 +1,266 @@
+"""The Triton RMSNorm (plain, gated, with a residual add), run on CPU through Triton's interpreter.
+
+TRITON_INTERPRET must be set before the kernels are decorated, so the kernels run in fresh
+subprocesses (this file run as a script) that print their measurements as JSON; the tests here
+assert on them. The ground truth is ``rms_norm_reference`` in float64 (after a float64
+``residual + x`` for the pre-norm add), on the same rounded inputs.
+"""
+
+import hashlib
+import json
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from _interpreter import interpret, run_group  # noqa: E402
+
+EPS = 1e-5
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _inputs(shape, seed, dtype, gated, residual, wide):
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)  # noqa: E731
+    d = shape[-1]
+    ins = {"x": r(*shape).to(dtype), "weight": (1 + 0.5 * r(d)).float()}
+    if gated:  # z as a slice of a wider projection (rows strided, channels adjacent), as Mamba-2 hands it over
+        ins["z"] = (2 * r(*shape[:-1], d + wide)).to(dtype)
+    if residual:
+        ins["residual"] = (3 * r(*shape)).float()
+    return ins
+
+
+def _run(ins, fn, cast, d, use_s=True, seed=0):
+    """fn on leaves made by ``cast``; the gradients of a random linear functional of the outputs."""
+    leaves = {k: cast(v).requires_grad_() for k, v in ins.items()}
+    z = leaves["z"][..., :d] if "z" in leaves else None
+    y, s = fn(leaves["x"], leaves["weight"], z, leaves.get("residual"))
+    gen = torch.Generator().manual_seed(seed + 1)
+    loss = (y.double() * torch.randn(y.shape, generator=gen, dtype=torch.float64)).sum()
+    if s is not None and use_s:
+        loss = loss + (s.double() * torch.randn(s.shape, generator=gen, dtype=torch.float64)).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return y, s, dict(zip(leaves, grads))
+
+
+def _fns(group_size):
+    from lengthgen.ops.norm import rms_norm_reference
+    from lengthgen.ops.triton.rms_norm import add_rms_norm_triton, rms_norm_triton
+
+    def ker(x, w, z, res):
+        if res is not None:
+            return add_rms_norm_triton(x, res, w, EPS)
+        return rms_norm_triton(x, w, EPS, z=z, group_size=group_size), None
+
+    def ref(x, w, z, res):
+        if res is not None:
+            s = res + x
+            return rms_norm_reference(s, w, EPS), s
+        return rms_norm_reference(x, w, EPS, z=z, group_size=group_size), None
+
+    return ker, ref
+
+
+def _case(shape, seed, dtype, *, gated=False, residual=False, group_size=None, wide=0, use_s=True):
+    """Kernel (inputs in ``dtype``, weight and residual float32) vs float64 on the same values."""
+    ins = _inputs(shape, seed, dtype, gated, residual, wide)
+    ker_fn, ref_fn = _fns(group_size)
+    d = shape[-1]
+    ker = _run(ins, ker_fn, lambda v: v.clone(), d, use_s, seed)
+    ref = _run(ins, ref_fn, lambda v: v.double(), d, use_s, seed)
+    out = {"y": rel(ker[0], ref[0]), "y_dtype": str(ker[0].dtype), "y_shape": list(ker[0].shape)}
+    if residual:
+        out.update(s=rel(ker[1], ref[1]), s_exact=torch.equal(ker[1], ins["residual"] + ins["x"]),
+                   s_dtype=str(ker[1].dtype))
+    out.update({"d" + k: rel(ker[2][k], ref[2][k]) for k in ker[2]})
+    out["grad_dtypes_match"] = all(ker[2][k].dtype == ins[k].dtype for k in ins)
+    return out
+
+
+def _digest(shape, seed, dtype, **kw):
+    """A hash of the kernel's outputs and gradients, and whether a second call gives the same bits."""
+    ins = _inputs(shape, seed, dtype, kw.get("gated", False), kw.get("residual", False), 0)
+    ker_fn, _ = _fns(kw.get("group_size"))
+    runs = [_run(ins, ker_fn, lambda v: v.clone(), shape[-1], seed=seed) for _ in range(2)]
+    flat = [[t for t in (y, s) if t is not None] + list(g.values()) for y, s, g in runs]
+    same = all(torch.equal(a, b) for a, b in zip(*flat))
+    h = hashlib.sha256(b"".join(t.detach().contiguous().view(torch.uint8).numpy().tobytes() for t in flat[0]))
+    return {"same": same, "hash": h.hexdigest()}
+
+
+BITS = {
+    "plain": ((300, 192), 20, torch.float32, {}),
+    "gated": ((2, 150, 96), 21, torch.float16, {"gated": True}),
+    "add": ((300, 96), 22, torch.float32, {"residual": True}),
+}
+
+GROUPS = {
+    "a": {
+        # rows not a multiple of any tile, D not a power of two, 2-D
+        "fp32_plain": lambda: _case((37, 96), 0, torch.float32),
+        # Mamba-2's output norm, 3-D, z a strided slice; 300 rows: several backward programs, a partial last one
+        "fp32_gated": lambda: _case((3, 100, 384), 1, torch.float32, gated=True, wide=8),
+        "fp32_gated_groups": lambda: _case((2, 37, 192), 2, torch.float32, gated=True, group_size=48),
+        "fp16_plain": lambda: _case((3, 100, 192), 3, torch.float16),
+        **{f"bits_{k}": (lambda v=v: _digest(v[0], v[1], v[2], **v[3])) for k, v in BITS.items()},
+    },
+    "b": {
+        "fp32_add": lambda: _case((2, 150, 192), 4, torch.float32, residual=True),
+        "fp32_add_y_only": lambda: _case((37, 384), 5, torch.float32, residual=True, use_s=False),
+        "fp16_add": lambda: _case((300, 192), 6, torch.float16, residual=True),
+        "fp16_gated": lambda: _case((2, 150, 192), 7, torch.float16, gated=True, wide=4),
+        "fp32_plain_groups": lambda: _case((300, 96), 8, torch.float32, group_size=32),
+        **{f"bits_{k}": (lambda v=v: _digest(v[0], v[1], v[2], **v[3])) for k, v in BITS.items()},
+    },
+}
+
+FP32 = ["fp32_plain", "fp32_gated", "fp32_gated_groups", "fp32_add", "fp32_add_y_only", "fp32_plain_groups"]
+FP16 = ["fp16_plain", "fp16_add", "fp16_gated"]
+
+
+@pytest.fixture(scope="module")
+def interp():
+    return interpret(__file__, GROUPS)
+
+
+def errors_of(r):
+    return {k: v for k, v in r.items() if k in ("y", "s") or (k.startswith("d") and isinstance(v, float))}
+
+
+def test_the_interpreter_ran_the_kernels(interp):
+    assert interp["kernel_type_a"] == interp["kernel_type_b"] == "InterpretedFunction"
+
+
+@pytest.mark.parametrize("case", FP32)
+def test_float32_kernels_match_the_float64_reference(interp, case):
+    r = interp[case]
+    bad = {k: v for k, v in errors_of(r).items() if not v < 1e-6}
+    assert not bad, (case, errors_of(r))
+    assert r["y_dtype"] == "torch.float32" and r["grad_dtypes_match"]
+
+
+@pytest.mark.parametrize("case", FP16)
+def test_float16_kernels_stay_close_to_the_reference(interp, case):
+    r = interp[case]
+    bad = {k: v for k, v in errors_of(r).items() if not v < 3e-3}
+    assert not bad, (case, errors_of(r))
+    assert r["y_dtype"] == "torch.float16" and r["grad_dtypes_match"]
+
+
+def test_every_gradient_is_checked(interp):
+    assert {"dx", "dweight"} <= set(interp["fp32_plain"]) and "dz" not in interp["fp32_plain"]
+    assert {"dx", "dweight", "dz"} <= set(interp["fp32_gated"])
+    assert {"dx", "dweight", "dresidual"} <= set(interp["fp32_add"])
+    assert interp["fp32_gated"]["y_shape"] == [3, 100, 384]
+
+
+def test_the_residual_sum_is_float32_and_exact(interp):
+    """s = residual + x in float32 is what torch's ``residual + x`` gives, bit for bit."""
+    for case in ("fp32_add", "fp16_add"):
+        assert interp[case]["s_dtype"] == "torch.float32" and interp[case]["s_exact"], case
+
+
+@pytest.mark.parametrize("case", sorted(BITS))
+def test_gradients_are_bit_identical_across_calls_and_processes(interp, case):
+    a, b = interp[f"a:bits_{case}"], interp[f"b:bits_{case}"]
+    assert a["same"] and b["same"]
+    assert a["hash"] == b["hash"]
+
+
+def test_tiles_follow_the_width_and_programs_the_row_count():
+    from lengthgen.ops.triton import rms_norm as rn
+
+    assert rn.fwd_config(192) == (32, 256, 8) and rn.fwd_config(384) == (16, 512, 8)
+    assert rn.bwd_config(192) == (16, 256, 8) and rn.bwd_config(384) == (8, 512, 8)
+    assert rn.fwd_config(1024) == (8, 1024, 8) and rn.bwd_config(1024) == (4, 1024, 8)
+    assert rn.rows_per_program(37) == rn.rows_per_program(65536) == 64
+    assert rn.rows_per_program(65537) == 128 and rn.rows_per_program(10**6) == 1024
+    for d in (8, 96, 192, 384, 1000, 1024):
+        bt = rn.bwd_config(d)[0]
+        assert all(rn.rows_per_program(n) % bt == 0 for n in (1, 300, 65536, 10**6))
+
+
+def test_unsupported_shapes_raise():
+    from lengthgen.ops.triton.rms_norm import add_rms_norm_triton, rms_norm_triton
+
+    x, w = torch.randn(3, 2048), torch.ones(2048)
+    with pytest.raises(ValueError, match="at most 1024 channels"):
+        rms_norm_triton(x, w, EPS)
+    with pytest.raises(ValueError, match="at most 1024 channels"):
+        add_rms_norm_triton(x, x, w, EPS)
+    with pytest.raises(ValueError, match="not a whole number of groups of 5"):
+        rms_norm_triton(x[:, :8], w[:8], EPS, z=x[:, :8], group_size=5)
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        rms_norm_triton(x[:, :8].double(), w[:8], EPS)
+    with pytest.raises(ValueError, match="residual must have"):
+        add_rms_norm_triton(x[:, :8], x[:2, :8], w[:8], EPS)
+
+
+def test_no_rows_launch_nothing():
+    from lengthgen.ops.triton.rms_norm import add_rms_norm_triton
+
+    x, r, w = torch.randn(0, 5, 8, requires_grad=True), torch.randn(0, 5, 8), torch.ones(8, requires_grad=True)
+    y, s = add_rms_norm_triton(x, r, w, EPS)
+    assert y.shape == s.shape == (0, 5, 8)
+    gx, gw = torch.autograd.grad(y.sum() + s.sum(), [x, w])
+    assert gx.shape == x.shape and torch.equal(gw, torch.zeros(8))
+
+
+def test_the_ops_route_the_cases_it_covers_to_it(monkeypatch):
+    """``ops.norm`` on CUDA (faked): plain, gated with norm_before_gate=False (any groups) and the
+    pre-norm RMSNorm add go to the Triton RMSNorm; norm before the gate, the LayerNorms and a
+    non-float32 residual stay on mamba-ssm's kernels / the reference. CPU inputs never ask for it."""
+    from lengthgen.ops import _mamba_import
+    from lengthgen.ops import norm as norm_mod
+    from lengthgen.ops.triton import rms_norm as rn
+
+    x, z, w = torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(8)
+    assert not norm_mod._triton_norm_takes(x, 8, "auto")  # CPU
+    seen, asked = [], []
+
+    def triton_norm(x, w, eps, z=None, group_size=None):
+        seen.append("triton")
+        return norm_mod.rms_norm_reference(x, w, eps, z, group_size)
+
+    def triton_add(x, r, w, eps):
+        seen.append("triton_add")
+        return norm_mod.rms_norm_reference(r + x, w, eps), r + x
+
+    def mamba_norm(x, w, b, z=None, eps=1e-6, group_size=None, norm_before_gate=True):
+        seen.append("mamba")
+        return norm_mod.rms_norm_reference(x, w, eps, z, group_size, norm_before_gate)
+
+    def mamba_add(x, w, b, residual=None, eps=1e-6, prenorm=True, residual_in_fp32=True):
+        seen.append("mamba_add")
+        return x, residual + x
+
+    monkeypatch.setattr(norm_mod, "use_kernel", lambda backend, kernel, *t: asked.append(kernel) or True)
+    monkeypatch.setattr(norm_mod, "_triton_norm_takes", lambda x, width, backend: width <= rn.MAX_WIDTH)
+    monkeypatch.setattr(rn, "rms_norm_triton", triton_norm)
+    monkeypatch.setattr(rn, "add_rms_norm_triton", triton_add)
+    monkeypatch.setattr(_mamba_import, "mamba_rmsnorm_fn", lambda: mamba_norm)
+    monkeypatch.setattr(_mamba_import, "mamba_add_layer_norm_fn", lambda: mamba_add)
+    norm_mod.rms_norm(x, w, 1e-5)
+    norm_mod.rms_norm(x, w, 1e-5, z=z)
+    norm_mod.rms_norm(x, w, 1e-5, z=z, group_size=4)
+    norm_mod.rms_norm(x, w, 1e-5, z=z, norm_before_gate=True)
+    norm_mod.add_rms_norm(x, z, w, 1e-5)
+    norm_mod.add_layer_norm(x, z, w, None, 1e-5)
+    norm_mod.add_rms_norm(x, z.double(), w, 1e-5)  # a float64 residual: the reference
+    assert seen == ["triton", "triton", "triton", "mamba", "triton_add", "mamba_add"]
+    assert asked == ["triton_norm"] * 3 + ["mamba_norm", "triton_norm", "mamba_add_norm"]
+    wide = torch.randn(2, 2048)
+    norm_mod.rms_norm(wide, torch.ones(2048), 1e-5)  # wider than the Triton kernel takes
+    assert seen[-1] == "mamba" and asked[-1] == "mamba_norm"
+
+
+if __name__ == "__main__":
+    result = run_group("lengthgen.ops.triton.rms_norm", GROUPS, sys.argv[1])
+    # the two groups run the same determinism cases: keep both, under the group's name
+    print(json.dumps({(f"{sys.argv[1]}:{k}" if k.startswith("bits_") else k): v for k, v in result.items()}))
