@@ -2,10 +2,10 @@
 
 The conv (``ops/triton/causal_conv1d.py``) reads Mamba-2's xBC columns straight out of the in_proj
 output, as the model hands them over: m2-m at T = 64 (1,024 rows, 640 of 1,032 columns) and Table 1's
-copying model (64 rows of 202, 1,280 of 2,320). Timed: the forward, and forward + backward of
-``(y * w).sum()`` from no window (a training step's call), bf16, for each tile and warp count of the
-backward's first pass (``DPRE_TILE``, ``DPRE_WARPS``: that tile sets the order of the weight
-gradient's sums, so the module fixes it rather than autotuning it). Recorded beside the times: each
+copying model (64 rows of 202, 1,280 of 2,320). Timed: the forward, and the forward + backward
+for a given output gradient from no window (a training step's call), bf16, for each tile, warp count
+and rows per program of the backward's first pass (``DPRE_TILE``, ``DPRE_WARPS``, ``DPRE_ROWS``:
+they set the order of the weight gradient's sums, so the module fixes them rather than autotuning). Recorded beside the times: each
 config's gradients against the first config's (relative difference: the sums' order only).
 """
 
@@ -16,7 +16,9 @@ import torch
 from bench.common import Options, SectionFile, guarded, measure, unavailable
 
 NAME = "conv_tiles"
-CONFIGS = [((32, 64), 4), ((64, 64), 4), ((64, 64), 8), ((32, 128), 8), ((16, 64), 4), ((64, 32), 4)]
+# (DPRE_TILE, DPRE_WARPS, DPRE_ROWS); the first is the module's
+CONFIGS = [((16, 64), 4, 16), ((32, 64), 4, 16), ((16, 64), 4, 4), ((16, 64), 4, 64), ((32, 64), 8, 16),
+           ((16, 128), 4, 16), ((16, 64), 4, 1)]
 
 
 def shapes(options: Options) -> dict[str, tuple[int, int, int, int, int]]:
@@ -33,22 +35,22 @@ def case(options: Options, rows: int, length: int, d: int, start: int, width: in
     proj = torch.randn(rows, length, width, generator=gen, device=dev).to(torch.bfloat16).requires_grad_()
     weight = (torch.randn(d, 4, generator=gen, device=dev) / 2).requires_grad_()
     bias = torch.randn(d, generator=gen, device=dev).requires_grad_()
-    gy = torch.randn(rows, d, length, generator=gen, device=dev).to(torch.bfloat16)
+    gy = torch.randn(rows, length, d, generator=gen, device=dev).to(torch.bfloat16).transpose(1, 2)  # channel-last, as y
     x = lambda: proj[:, :, start:start + d].transpose(1, 2)  # noqa: E731 - a column slice, as in the model
 
     def fwd():
         return conv.causal_conv1d_triton(x(), weight, bias, None, "silu")[0]
 
     def fwd_bwd():
-        return torch.autograd.grad((fwd() * gy).float().sum(), [proj, weight, bias])
+        return torch.autograd.grad(fwd(), [proj, weight, bias], grad_outputs=gy)
 
     out = {"rows": rows, "length": length, "channels": d, "tokens": rows * length, "configs": []}
-    saved = conv.DPRE_TILE, conv.DPRE_WARPS
+    saved = conv.DPRE_TILE, conv.DPRE_WARPS, conv.DPRE_ROWS
     first = None
     try:
-        for tile, warps in CONFIGS:
-            conv.DPRE_TILE, conv.DPRE_WARPS = tile, warps
-            rec = {"dpre_tile": list(tile), "dpre_warps": warps}
+        for tile, warps, rows_per in CONFIGS:
+            conv.DPRE_TILE, conv.DPRE_WARPS, conv.DPRE_ROWS = tile, warps, rows_per
+            rec = {"dpre_tile": list(tile), "dpre_warps": warps, "dpre_rows": rows_per}
             with torch.no_grad():
                 rec["forward"] = measure(fwd, options)
             rec["forward_backward"] = measure(fwd_bwd, options)
@@ -58,8 +60,8 @@ def case(options: Options, rows: int, length: int, d: int, start: int, width: in
                                         for a, b in zip(grads, first)]
             out["configs"].append(rec)
     finally:
-        conv.DPRE_TILE, conv.DPRE_WARPS = saved
-    out["module_config"] = {"dpre_tile": list(saved[0]), "dpre_warps": saved[1]}
+        conv.DPRE_TILE, conv.DPRE_WARPS, conv.DPRE_ROWS = saved
+    out["module_config"] = {"dpre_tile": list(saved[0]), "dpre_warps": saved[1], "dpre_rows": saved[2]}
     return out
 
 

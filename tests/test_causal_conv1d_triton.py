@@ -74,6 +74,9 @@ GROUPS = {
         "fp32_short": lambda: _case(2, 8, 2, 4, 2, torch.float32),
         "fp32_y_only_no_state": lambda: _case(3, 24, 64, 4, 3, torch.float32, with_state=False, use_window=False),
         "fp16_full": lambda: _case(2, 40, 70, 4, 4, torch.float16, wide=8),
+        # more rows than the backward's first pass takes per program (16), the last group partial
+        "fp32_rows": lambda: _case(37, 24, 20, 4, 7, torch.float32, wide=8),
+        "fp32_rows_w5": lambda: _case(18, 12, 20, 5, 8, torch.float32),
     },
 }
 
@@ -87,7 +90,7 @@ def test_the_interpreter_ran_the_kernels(interp):
     assert interp["kernel_type_a"] == interp["kernel_type_b"] == "InterpretedFunction"
 
 
-@pytest.mark.parametrize("case", ["fp32_full", "fp32_plain", "fp32_w2", "fp32_w5", "fp32_short", "fp32_y_only_no_state"])
+@pytest.mark.parametrize("case", ["fp32_full", "fp32_plain", "fp32_w2", "fp32_w5", "fp32_rows", "fp32_rows_w5", "fp32_short", "fp32_y_only_no_state"])
 def test_float32_kernels_match_the_float64_reference(interp, case):
     r = interp[case]
     errors = {k: v for k, v in r.items() if k in ("y", "window") or k.startswith("d")}

@@ -11,8 +11,8 @@ BD channels, block of BT steps, row):
 * forward: W shifted loads of x (the first block also reads the state), y in registers;
 * backward, two passes: the first recomputes the pre-activation in registers (nothing is saved but
   the inputs), writes dpre = dy * silu'(pre) in float32, sums the weight and bias gradients over its
-  block and writes them per program (torch adds the programs up afterwards: deterministic), and the
-  first block also writes the state's gradient; the second reads dpre at W shifts for
+  block of steps and DPRE_ROWS batch rows and writes them per program (torch adds the programs up
+  afterwards: deterministic), and the first block also writes the state's gradient; the second reads dpre at W shifts for
   dx_j = sum_k w[k] dpre_{j + W - 1 - k}. (One pass that recomputed dpre at each of the W shifts
   loaded W (W + 1) + W tiles per block, 24 at W = 4, and was the slowest kernel of the study's
   training step.)
@@ -32,10 +32,12 @@ except ImportError as exc:  # pragma: no cover - exercised only where triton is 
     raise ImportError("lengthgen.ops.triton needs triton (pip install triton); "
                       "use backend='torch' for the plain reference") from exc
 
-# tiles (steps x channels); the backward's first pass holds W shifted tiles of z, the pre-activation and
-# dpre. Its tile fixes the order of the weight gradient's sums, so it is a constant, never autotuned.
-FWD_TILE, DPRE_TILE, DX_TILE = (64, 64), (32, 64), (64, 64)
-DPRE_WARPS = 4
+# tiles (steps x channels); the backward's first pass holds W shifted tiles of z, the pre-activation,
+# dpre and W + 1 accumulators, and runs over DPRE_ROWS batch rows per program, so that its weight and
+# bias sums leave the registers once per DPRE_ROWS rows (a cross-warp reduction per row and shift cost
+# more than the pass's loads). Tile and rows fix the order of those sums: constants, never autotuned.
+FWD_TILE, DPRE_TILE, DX_TILE = (64, 64), (16, 64), (64, 64)
+DPRE_WARPS, DPRE_ROWS = 4, 16
 
 
 @triton.jit
@@ -100,56 +102,71 @@ def _fwd_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, y_ptr, D, L,
 
 
 @triton.jit
-def _bwd_dpre_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, dy_ptr, dpre_ptr, dw_ptr, db_ptr, dstate_ptr, D, L, NT,
+def _bwd_dpre_kernel(x_ptr, s_ptr, w_ptr, bias_ptr, dy_ptr, dpre_ptr, dw_ptr, db_ptr, dstate_ptr, NB, D, L, NT,
                      sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, sdy_b, sdy_d, sdy_l,
                      W: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-                     BT: tl.constexpr, BD: tl.constexpr):
-    """Backward, first pass: dpre at the block's own steps (float32, (b, l, d) memory), the block's
-    partial sums of the weight and bias gradients, and (first block) the state's gradient."""
+                     BT: tl.constexpr, BD: tl.constexpr, RB: tl.constexpr):
+    """Backward, first pass, over RB batch rows one after another: dpre at the block's steps (float32,
+    (b, l, d) memory), the state's gradient (first block), and the block's weight and bias gradients
+    summed over the RB rows, written as one row of partial sums per program."""
     i_t = tl.program_id(1)
     c = tl.program_id(0) * BD + tl.arange(0, BD)
     t = i_t * BT + tl.arange(0, BT)
-    b = tl.program_id(2).to(tl.int64)
     mc = c < D
-    mt = (t < L)[:, None] & mc[None, :]
-    dp = tl.load(dy_ptr + b * sdy_b + c[None, :] * sdy_d + t[:, None] * sdy_l, mask=mt, other=0.0).to(tl.float32)
-    part = (b * NT + i_t) * W                                          # this program's rows of partial sums
-    if W <= 4:  # each shifted z tile loaded once, for the pre-activation and the weight gradient
-        z0 = _z(x_ptr, s_ptr, b, c, mc, t - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
-        z1 = _z_or_0(x_ptr, s_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 1, W, HAS_STATE)
-        z2 = _z_or_0(x_ptr, s_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 2, W, HAS_STATE)
-        z3 = _z_or_0(x_ptr, s_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 3, W, HAS_STATE)
-        if SILU:
-            pre = (_w_or_0(w_ptr, c, mc, 0, W)[None, :] * z0 + _w_or_0(w_ptr, c, mc, 1, W)[None, :] * z1
-                   + _w_or_0(w_ptr, c, mc, 2, W)[None, :] * z2 + _w_or_0(w_ptr, c, mc, 3, W)[None, :] * z3)
-            if HAS_BIAS:
-                pre += tl.load(bias_ptr + c, mask=mc, other=0.0).to(tl.float32)[None, :]
-            sg = tl.sigmoid(pre)
-            dp = dp * sg * (1.0 + pre * (1.0 - sg))
-        tl.store(dw_ptr + part * D + c, tl.sum(dp * z0, axis=0), mask=mc)
-        tl.store(dw_ptr + (part + 1) * D + c, tl.sum(dp * z1, axis=0), mask=mc & (W > 1))
-        tl.store(dw_ptr + (part + 2) * D + c, tl.sum(dp * z2, axis=0), mask=mc & (W > 2))
-        tl.store(dw_ptr + (part + 3) * D + c, tl.sum(dp * z3, axis=0), mask=mc & (W > 3))
-    else:
-        if SILU:
-            pre = _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mc, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W,
-                       HAS_STATE, HAS_BIAS)
-            sg = tl.sigmoid(pre)
-            dp = dp * sg * (1.0 + pre * (1.0 - sg))
-        for k in tl.static_range(W):                                   # output t reads z at x index t + k - (W - 1)
-            zk = _z(x_ptr, s_ptr, b, c, mc, t + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
-            tl.store(dw_ptr + (part + k) * D + c, tl.sum(dp * zk, axis=0), mask=mc)
-    tl.store(dpre_ptr + (b * L + t[:, None]) * D + c[None, :], dp, mask=mt)
+    part = (tl.program_id(2) * NT + i_t) * W                           # this program's rows of partial sums
+    acc0 = tl.zeros((BT, BD), dtype=tl.float32)                        # sum over rows of dpre * z at shift k
+    acc1 = tl.zeros((BT, BD), dtype=tl.float32)
+    acc2 = tl.zeros((BT, BD), dtype=tl.float32)
+    acc3 = tl.zeros((BT, BD), dtype=tl.float32)
+    accb = tl.zeros((BT, BD), dtype=tl.float32)
+    for r in range(RB):
+        b = tl.program_id(2).to(tl.int64) * RB + r
+        mcb = mc & ((c * 0 + b) < NB)                               # channels of a row that exists
+        mt = (t < L)[:, None] & mcb[None, :]
+        dp = tl.load(dy_ptr + b * sdy_b + c[None, :] * sdy_d + t[:, None] * sdy_l, mask=mt, other=0.0).to(tl.float32)
+        if W <= 4:  # each shifted z tile loaded once, for the pre-activation and the weight gradient
+            z0 = _z(x_ptr, s_ptr, b, c, mcb, t - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
+            z1 = _z_or_0(x_ptr, s_ptr, b, c, mcb, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 1, W, HAS_STATE)
+            z2 = _z_or_0(x_ptr, s_ptr, b, c, mcb, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 2, W, HAS_STATE)
+            z3 = _z_or_0(x_ptr, s_ptr, b, c, mcb, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, 3, W, HAS_STATE)
+            if SILU:
+                pre = (_w_or_0(w_ptr, c, mc, 0, W)[None, :] * z0 + _w_or_0(w_ptr, c, mc, 1, W)[None, :] * z1
+                       + _w_or_0(w_ptr, c, mc, 2, W)[None, :] * z2 + _w_or_0(w_ptr, c, mc, 3, W)[None, :] * z3)
+                if HAS_BIAS:
+                    pre += tl.load(bias_ptr + c, mask=mc, other=0.0).to(tl.float32)[None, :]
+                sg = tl.sigmoid(pre)
+                dp = dp * sg * (1.0 + pre * (1.0 - sg))
+            acc0 += dp * z0
+            acc1 += dp * z1
+            acc2 += dp * z2
+            acc3 += dp * z3
+        else:  # any width: this program's partial sums are read back and added to, row after row
+            if SILU:
+                pre = _pre(x_ptr, s_ptr, w_ptr, bias_ptr, b, c, mcb, t, L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W,
+                           HAS_STATE, HAS_BIAS)
+                sg = tl.sigmoid(pre)
+                dp = dp * sg * (1.0 + pre * (1.0 - sg))
+            for k in tl.static_range(W):                               # output t reads z at x index t + k - (W - 1)
+                zk = _z(x_ptr, s_ptr, b, c, mcb, t + k - (W - 1), L, sx_b, sx_d, sx_l, ss_b, ss_d, ss_w, W, HAS_STATE)
+                prev = tl.load(dw_ptr + (part + k) * D + c, mask=mc & (r > 0), other=0.0)
+                tl.store(dw_ptr + (part + k) * D + c, prev + tl.sum(dp * zk, axis=0), mask=mc)
+        accb += dp
+        tl.store(dpre_ptr + (b * L + t[:, None]) * D + c[None, :], dp, mask=mt)
+        if HAS_STATE:
+            if i_t == 0:  # state column i is z index i: used by outputs u = i - k, k <= i
+                for i in tl.static_range(W - 1):
+                    g = tl.zeros((BD,), dtype=tl.float32)
+                    for k in tl.static_range(i + 1):
+                        wk = tl.load(w_ptr + c * W + k, mask=mc, other=0.0).to(tl.float32)
+                        g += wk * tl.sum(tl.where((t == i - k)[:, None], dp, 0.0), axis=0)
+                    tl.store(dstate_ptr + (b * D + c) * (W - 1) + i, g, mask=mcb)
+    if W <= 4:
+        tl.store(dw_ptr + part * D + c, tl.sum(acc0, axis=0), mask=mc)
+        tl.store(dw_ptr + (part + 1) * D + c, tl.sum(acc1, axis=0), mask=mc & (W > 1))
+        tl.store(dw_ptr + (part + 2) * D + c, tl.sum(acc2, axis=0), mask=mc & (W > 2))
+        tl.store(dw_ptr + (part + 3) * D + c, tl.sum(acc3, axis=0), mask=mc & (W > 3))
     if HAS_BIAS:
-        tl.store(db_ptr + (b * NT + i_t) * D + c, tl.sum(dp, axis=0), mask=mc)
-    if HAS_STATE:
-        if i_t == 0:  # state column i is z index i: used by outputs u = i - k, k <= i
-            for i in tl.static_range(W - 1):
-                g = tl.zeros((BD,), dtype=tl.float32)
-                for k in tl.static_range(i + 1):
-                    wk = tl.load(w_ptr + c * W + k, mask=mc, other=0.0).to(tl.float32)
-                    g += wk * tl.sum(tl.where((t == i - k)[:, None], dp, 0.0), axis=0)
-                tl.store(dstate_ptr + (b * D + c) * (W - 1) + i, g, mask=mc)
+        tl.store(db_ptr + (tl.program_id(2) * NT + i_t) * D + c, tl.sum(accb, axis=0), mask=mc)
 
 
 @triton.jit
@@ -194,18 +211,18 @@ class _CausalConv1d(torch.autograd.Function):
         b, d, l = x.shape
         w = weight.shape[1]
         bt, bd = DPRE_TILE
-        nt = triton.cdiv(l, bt)
+        nt, nrb = triton.cdiv(l, bt), triton.cdiv(b, DPRE_ROWS)
         dpre = torch.empty(b, l, d, dtype=torch.float32, device=x.device)
-        dw = torch.empty(b * nt, w, d, dtype=torch.float32, device=x.device)
-        db = torch.empty(b * nt, d, dtype=torch.float32, device=x.device) if bias is not None else dw
+        dw = torch.empty(nrb * nt, w, d, dtype=torch.float32, device=x.device)
+        db = torch.empty(nrb * nt, d, dtype=torch.float32, device=x.device) if bias is not None else dw
         dstate = torch.empty(b, d, w - 1, dtype=torch.float32, device=x.device) if state is not None else dw
         st = state if state is not None else x
         ss = state.stride() if state is not None else (0, 0, 0)
-        _bwd_dpre_kernel[(triton.cdiv(d, bd), nt, b)](
-            x, st, weight, bias if bias is not None else weight, dy, dpre, dw, db, dstate, d, l, nt,
+        _bwd_dpre_kernel[(triton.cdiv(d, bd), nt, nrb)](
+            x, st, weight, bias if bias is not None else weight, dy, dpre, dw, db, dstate, b, d, l, nt,
             *x.stride(), *ss, *dy.stride(),
             W=w, HAS_STATE=state is not None, HAS_BIAS=bias is not None, SILU=ctx.silu, BT=bt, BD=bd,
-            num_warps=DPRE_WARPS)
+            RB=DPRE_ROWS, num_warps=DPRE_WARPS)
         dx = _channel_last(b, d, l, x.dtype, x.device)
         bt, bd = DX_TILE
         _bwd_dx_kernel[(triton.cdiv(d, bd), triton.cdiv(l, bt), b)](dpre, weight, dx, d, l, W=w, BT=bt, BD=bd)
