@@ -17,7 +17,7 @@ from bench.common import Options, SectionFile, guarded, measure, unavailable
 
 NAME = "conv_tiles"
 # (DPRE_TILE, DPRE_WARPS, DPRE_ROWS); the first is the module's
-CONFIGS = [((16, 64), 4, 16), ((32, 64), 4, 16), ((16, 64), 4, 4), ((16, 64), 4, 64), ((32, 64), 8, 16),
+CONFIGS = [((32, 64), 4, 16), ((16, 64), 4, 16), ((16, 64), 4, 4), ((16, 64), 4, 64), ((32, 64), 8, 16),
            ((16, 128), 4, 16), ((16, 64), 4, 1)]
 
 

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only where triton is 
 # dpre and W + 1 accumulators, and runs over DPRE_ROWS batch rows per program, so that its weight and
 # bias sums leave the registers once per DPRE_ROWS rows (a cross-warp reduction per row and shift cost
 # more than the pass's loads). Tile and rows fix the order of those sums: constants, never autotuned.
-FWD_TILE, DPRE_TILE, DX_TILE = (64, 64), (16, 64), (64, 64)
+FWD_TILE, DPRE_TILE, DX_TILE = (64, 64), (32, 64), (64, 64)
 DPRE_WARPS, DPRE_ROWS = 4, 16
 
 
