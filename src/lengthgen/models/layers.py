@@ -18,7 +18,7 @@ from lengthgen.ops.norm import add_rms_norm, compute_dtype, rms_norm
 class RMSNorm(nn.Module):
     """RMSNorm (Zhang & Sennrich, 2019): ``x / rms(x) * weight``, no bias (paper Table 2 recipe).
 
-    ``ops.rms_norm``: mamba-ssm's Triton kernel on CUDA, the torch reference elsewhere."""
+    ``ops.rms_norm``: lengthgen's Triton kernel on CUDA, the torch reference elsewhere."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
