@@ -6,16 +6,18 @@ reference is ``lengthgen.ops.conv.causal_conv1d_reference``.
 
 x is read through its strides, so the channel-last view Mamba's ``in_proj`` produces needs no copy;
 y and dx are written channel-last ((b, l, d) memory seen as (b, d, l)). One program per (block of
-BD channels, block of BT steps, row):
+BD channels, block of BT steps, row; the backward's first pass: DPRE_ROWS rows):
 
 * forward: W shifted loads of x (the first block also reads the state), y in registers;
 * backward, two passes: the first recomputes the pre-activation in registers (nothing is saved but
   the inputs), writes dpre = dy * silu'(pre) in float32, sums the weight and bias gradients over its
   block of steps and DPRE_ROWS batch rows and writes them per program (torch adds the programs up
-  afterwards: deterministic), and the first block also writes the state's gradient; the second reads dpre at W shifts for
-  dx_j = sum_k w[k] dpre_{j + W - 1 - k}. (One pass that recomputed dpre at each of the W shifts
-  loaded W (W + 1) + W tiles per block, 24 at W = 4, and was the slowest kernel of the study's
-  training step.)
+  afterwards: deterministic), and the first block also writes the state's gradient; the second
+  reads dpre at W shifts for dx_j = sum_k w[k] dpre_{j + W - 1 - k}. (One pass that recomputed
+  dpre at each of the W shifts loaded W (W + 1) + W tiles per block, 24 at W = 4, and was the
+  slowest kernel of the study's training step.) Widths up to 4 keep the W shifted tiles and
+  their weight-gradient sums in registers; wider ones add each row's sums into the program's
+  partial row in memory (run on the CPU interpreter only so far).
 
 The new window (the last W - 1 entries of z) is sliced by the caller in torch, so its gradient
 reaches x through autograd. Widths 2-4 (any width works; 4 is Mamba's).
