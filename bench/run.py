@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="archs of the compile section (default: mamba2 gla; --quick: mamba2)")
     p.add_argument("--train-presets", nargs="+", default=None, metavar="PRESET",
                    help="presets of the train section (default: all of its cases)")
+    p.add_argument("--train-shapes", nargs="+", default=None, choices=("host_bound", "gpu_bound"),
+                   help="shapes of the train section (default: both; gpu_bound is the ratios' 24 x 2048)")
     p.add_argument("--train-profile", action="store_true",
                    help="train: also record torch.profiler's top kernels of one step of each side (ours, the reference)")
     p.add_argument("--profile-cases", nargs="+", default=None, choices=("forward", "interventions", "study_steps"),

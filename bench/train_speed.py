@@ -137,7 +137,8 @@ def run(options: Options, section: SectionFile, args=None) -> None:
     for arch, preset in (QUICK_CASES if options.quick else CASES):
         if wanted and options.preset(preset) not in wanted and preset not in wanted:
             continue
-        for gpu_bound in (False, True):
+        shapes = getattr(args, "train_shapes", None) or ("host_bound", "gpu_bound")
+        for gpu_bound in [g for g in (False, True) if ("gpu_bound" if g else "host_bound") in shapes]:
             key = preset + (GPU_BOUND if gpu_bound else "")
             section.record(key, guarded(lambda: bench_case(arch, preset, options, gpu_bound,
                                                            getattr(args, "train_profile", False))))

@@ -49,28 +49,29 @@ def _run(ins, fn, cast, d, use_s=True, seed=0):
     return y, s, dict(zip(leaves, grads))
 
 
-def _fns(group_size):
+def _fns(group_size, after=False):
     from lengthgen.ops.norm import rms_norm_reference
     from lengthgen.ops.triton.rms_norm import add_rms_norm_triton, rms_norm_triton
 
     def ker(x, w, z, res):
         if res is not None:
             return add_rms_norm_triton(x, res, w, EPS)
-        return rms_norm_triton(x, w, EPS, z=z, group_size=group_size), None
+        return rms_norm_triton(x, w, EPS, z=z, group_size=group_size, norm_before_gate=after), None
 
     def ref(x, w, z, res):
         if res is not None:
             s = res + x
             return rms_norm_reference(s, w, EPS), s
-        return rms_norm_reference(x, w, EPS, z=z, group_size=group_size), None
+        return rms_norm_reference(x, w, EPS, z=z, group_size=group_size, norm_before_gate=after), None
 
     return ker, ref
 
 
-def _case(shape, seed, dtype, *, gated=False, residual=False, group_size=None, wide=0, use_s=True):
-    """Kernel (inputs in ``dtype``, weight and residual float32) vs float64 on the same values."""
+def _case(shape, seed, dtype, *, gated=False, residual=False, group_size=None, wide=0, use_s=True, after=False):
+    """Kernel (inputs in ``dtype``, weight and residual float32) vs float64 on the same values;
+    ``after``: the gate after the norm (norm_before_gate=True)."""
     ins = _inputs(shape, seed, dtype, gated, residual, wide)
-    ker_fn, ref_fn = _fns(group_size)
+    ker_fn, ref_fn = _fns(group_size, after)
     d = shape[-1]
     ker = _run(ins, ker_fn, lambda v: v.clone(), d, use_s, seed)
     ref = _run(ins, ref_fn, lambda v: v.double(), d, use_s, seed)
@@ -86,7 +87,7 @@ def _case(shape, seed, dtype, *, gated=False, residual=False, group_size=None, w
 def _digest(shape, seed, dtype, **kw):
     """A hash of the kernel's outputs and gradients, and whether a second call gives the same bits."""
     ins = _inputs(shape, seed, dtype, kw.get("gated", False), kw.get("residual", False), 0)
-    ker_fn, _ = _fns(kw.get("group_size"))
+    ker_fn, _ = _fns(kw.get("group_size"), kw.get("after", False))
     runs = [_run(ins, ker_fn, lambda v: v.clone(), shape[-1], seed=seed) for _ in range(2)]
     flat = [[t for t in (y, s) if t is not None] + list(g.values()) for y, s, g in runs]
     same = all(torch.equal(a, b) for a, b in zip(*flat))
@@ -98,6 +99,7 @@ BITS = {
     "plain": ((300, 192), 20, torch.float32, {}),
     "gated": ((2, 150, 96), 21, torch.float16, {"gated": True}),
     "add": ((300, 96), 22, torch.float32, {"residual": True}),
+    "gated_after": ((300, 128), 23, torch.float16, {"gated": True, "after": True, "group_size": 64}),
 }
 
 GROUPS = {
@@ -107,6 +109,9 @@ GROUPS = {
         # Mamba-2's output norm, 3-D, z a strided slice; 300 rows: several backward programs, a partial last one
         "fp32_gated": lambda: _case((3, 100, 384), 1, torch.float32, gated=True, wide=8),
         "fp32_gated_groups": lambda: _case((2, 37, 192), 2, torch.float32, gated=True, group_size=48),
+        # GLA's per-head output norm: the gate after the norm, per head, z a strided slice
+        "fp32_gated_after": lambda: _case((3, 100, 256), 9, torch.float32, gated=True, group_size=128, wide=8,
+                                          after=True),
         "fp16_plain": lambda: _case((3, 100, 192), 3, torch.float16),
         **{f"bits_{k}": (lambda v=v: _digest(v[0], v[1], v[2], **v[3])) for k, v in BITS.items()},
     },
@@ -116,12 +121,15 @@ GROUPS = {
         "fp16_add": lambda: _case((300, 192), 6, torch.float16, residual=True),
         "fp16_gated": lambda: _case((2, 150, 192), 7, torch.float16, gated=True, wide=4),
         "fp32_plain_groups": lambda: _case((300, 96), 8, torch.float32, group_size=32),
+        "fp32_gated_after_whole": lambda: _case((37, 96), 10, torch.float32, gated=True, after=True),
+        "fp16_gated_after": lambda: _case((2, 150, 256), 11, torch.float16, gated=True, group_size=128, after=True),
         **{f"bits_{k}": (lambda v=v: _digest(v[0], v[1], v[2], **v[3])) for k, v in BITS.items()},
     },
 }
 
-FP32 = ["fp32_plain", "fp32_gated", "fp32_gated_groups", "fp32_add", "fp32_add_y_only", "fp32_plain_groups"]
-FP16 = ["fp16_plain", "fp16_add", "fp16_gated"]
+FP32 = ["fp32_plain", "fp32_gated", "fp32_gated_groups", "fp32_gated_after", "fp32_add", "fp32_add_y_only",
+        "fp32_plain_groups", "fp32_gated_after_whole"]
+FP16 = ["fp16_plain", "fp16_add", "fp16_gated", "fp16_gated_after"]
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +163,7 @@ def test_float16_kernels_stay_close_to_the_reference(interp, case):
 
 def test_every_gradient_is_checked(interp):
     assert {"dx", "dweight"} <= set(interp["fp32_plain"]) and "dz" not in interp["fp32_plain"]
-    assert {"dx", "dweight", "dz"} <= set(interp["fp32_gated"])
+    assert {"dx", "dweight", "dz"} <= set(interp["fp32_gated"]) <= set(interp["fp32_gated_after"])
     assert {"dx", "dweight", "dresidual"} <= set(interp["fp32_add"])
     assert interp["fp32_gated"]["y_shape"] == [3, 100, 384]
 
@@ -213,9 +221,9 @@ def test_no_rows_launch_nothing():
 
 
 def test_the_ops_route_the_cases_it_covers_to_it(monkeypatch):
-    """``ops.norm`` on CUDA (faked): plain, gated with norm_before_gate=False (any groups) and the
-    pre-norm RMSNorm add go to the Triton RMSNorm; norm before the gate, the LayerNorms and a
-    non-float32 residual stay on mamba-ssm's kernels / the reference. CPU inputs never ask for it."""
+    """``ops.norm`` on CUDA (faked): plain, gated on either side of the norm (any groups) and the
+    pre-norm RMSNorm add go to the Triton RMSNorm; the LayerNorms and a non-float32 residual stay
+    on mamba-ssm's kernels / the reference. CPU inputs never ask for it."""
     from lengthgen.ops import _mamba_import
     from lengthgen.ops import norm as norm_mod
     from lengthgen.ops.triton import rms_norm as rn
@@ -224,9 +232,9 @@ def test_the_ops_route_the_cases_it_covers_to_it(monkeypatch):
     assert not norm_mod._triton_norm_takes(x, 8, "auto")  # CPU
     seen, asked = [], []
 
-    def triton_norm(x, w, eps, z=None, group_size=None):
-        seen.append("triton")
-        return norm_mod.rms_norm_reference(x, w, eps, z, group_size)
+    def triton_norm(x, w, eps, z=None, group_size=None, norm_before_gate=False):
+        seen.append("triton_after" if norm_before_gate else "triton")
+        return norm_mod.rms_norm_reference(x, w, eps, z, group_size, norm_before_gate)
 
     def triton_add(x, r, w, eps):
         seen.append("triton_add")
@@ -253,8 +261,8 @@ def test_the_ops_route_the_cases_it_covers_to_it(monkeypatch):
     norm_mod.add_rms_norm(x, z, w, 1e-5)
     norm_mod.add_layer_norm(x, z, w, None, 1e-5)
     norm_mod.add_rms_norm(x, z.double(), w, 1e-5)  # a float64 residual: the reference
-    assert seen == ["triton", "triton", "triton", "mamba", "triton_add", "mamba_add"]
-    assert asked == ["triton_norm"] * 3 + ["mamba_norm", "triton_norm", "mamba_add_norm"]
+    assert seen == ["triton", "triton", "triton", "triton_after", "triton_add", "mamba_add"]
+    assert asked == ["triton_norm"] * 5 + ["mamba_add_norm"]
     wide = torch.randn(2, 2048)
     norm_mod.rms_norm(wide, torch.ones(2048), 1e-5)  # wider than the Triton kernel takes
     assert seen[-1] == "mamba" and asked[-1] == "mamba_norm"

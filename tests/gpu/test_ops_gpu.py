@@ -312,15 +312,15 @@ def test_add_rms_norm_kernel(dtype, kind):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
 @pytest.mark.parametrize("gated", [False, True, "before"], ids=["plain", "gated", "norm_before_gate"])
 def test_rms_norm_kernel(dtype, gated):
-    """The Triton RMSNorms (plain and gated with groups, Mamba-2's output norm: lengthgen's; norm
-    before the gate, GLA's per-head output norm: mamba-ssm's) vs float64."""
+    """lengthgen's Triton RMSNorm, plain and gated (with groups, Mamba-2's output norm; norm before
+    the gate per head, GLA's output norm) vs float64."""
     from lengthgen.ops import rms_norm
 
-    need("mamba_norm" if gated == "before" else "triton_norm")
+    need("triton_norm")
     gen = torch.Generator(device=DEV).manual_seed(0)
     x, z = (leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype) for _ in range(2))
     w = leaf(1 + 0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)
-    extra = dict(norm_before_gate=True) if gated == "before" else dict(group_size=128)
+    extra = dict(norm_before_gate=True, group_size=128) if gated == "before" else dict(group_size=128)
     inputs = [x, w] + ([z] if gated else [])
 
     def fn(x, w, *gate, backend):

@@ -20,12 +20,12 @@ Which kernel runs what on CUDA (float32 / float16 / bfloat16 inputs; the CPU and
 torch reference):
 
 * lengthgen's Triton RMSNorm (``lengthgen.ops.triton.rms_norm``, kernel family ``triton_norm``):
-  ``rms_norm`` plain, or gated with ``norm_before_gate=False``, with groups (the whole dim without
-  them) of at most 1024 channels; ``add_rms_norm`` (float32 residual, at most 1024 channels).
+  ``rms_norm`` plain or gated (either side of the norm: Mamba-2's and GLA's output norms), with
+  groups (the whole dim without them) of at most 1024 channels; ``add_rms_norm`` (float32 residual,
+  at most 1024 channels).
   Blocks of rows per program, fixed tiles: deterministic, bit-identical gradients across runs.
 * mamba-ssm's Triton kernels, where triton_norm does not apply (or is unavailable):
-  ``rms_norm`` with ``norm_before_gate=True`` (GLA's per-head output norm) or wider groups, and
-  ``layer_norm``: ``rmsnorm_fn`` / ``layernorm_fn`` (``mamba_ssm.ops.triton.layernorm_gated``, which
+  ``rms_norm`` with wider groups, and ``layer_norm``: ``rmsnorm_fn`` / ``layernorm_fn`` (``mamba_ssm.ops.triton.layernorm_gated``, which
   fuse the gate and save no float32 copies for the backward pass); ``add_rms_norm`` wider than 1024
   and ``add_layer_norm``: ``layer_norm.rms_norm_fn`` / ``layer_norm_fn`` with ``residual``,
   ``prenorm=True``, ``residual_in_fp32=True``.
@@ -83,12 +83,12 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None, gro
         raise ValueError(f"rms_norm: the gate z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
     if group_size is not None and (group_size < 1 or d % group_size):
         raise ValueError(f"rms_norm: {d} channels are not a whole number of groups of {group_size}")
-    triton = (z is None or not norm_before_gate) and _triton_norm_takes(x, group_size or d, backend)
+    triton = _triton_norm_takes(x, group_size or d, backend)
     if use_kernel(backend, "triton_norm" if triton else "mamba_norm", x, weight, z):
         if triton:
             from lengthgen.ops.triton.rms_norm import rms_norm_triton
 
-            return rms_norm_triton(x, weight, eps, z=z, group_size=group_size)
+            return rms_norm_triton(x, weight, eps, z=z, group_size=group_size, norm_before_gate=norm_before_gate)
         from lengthgen.ops._mamba_import import mamba_rmsnorm_fn
 
         shape = x.shape

@@ -1,15 +1,17 @@
-"""RMSNorm over blocks of rows: plain, gated (Mamba-2's output norm), with a residual add; Triton forward and backward.
+"""RMSNorm over blocks of rows: plain, gated (Mamba-2's and GLA's output norms), with a residual add; Triton forward and backward.
 
 Per row (and per group of G channels, G = D without groups), in float32 whatever the input dtype:
 
     h = x                       or, with a residual:  h = residual + x  (float32, returned as s)
-    u = h * silu(z)             with a gate (norm_before_gate=False), else u = h
+    u = h * silu(z)             with a gate before the norm (norm_before_gate=False), else u = h
     rstd = 1 / sqrt(mean(u^2) + eps),   y = u * rstd * weight              (y in x's dtype)
+    y = y * silu(z)             with the gate after the norm instead (norm_before_gate=True: GLA's)
 
 backward, with uhat = u * rstd and dy the gradient of y (ds that of s, when given):
 
+    gate after the norm:  dz = dy * uhat * w * sig(z) * (1 + z (1 - sig(z))),  then dy <- dy * silu(z)
     du = rstd * (w dy - uhat * mean(uhat * w dy)),   dweight = sum over rows of dy * uhat
-    dh = du * silu(z),   dz = du * h * sig(z) * (1 + z (1 - sig(z)))       (with a gate; else dh = du)
+    dh = du * silu(z),   dz = du * h * sig(z) * (1 + z (1 - sig(z)))       (gate before; else dh = du)
     dx = dh + ds,   dresidual = dh + ds                                    (dx in x's dtype, dresidual in float32)
 
 The references are ``lengthgen.ops.norm.rms_norm_reference`` (and ``residual + x`` before it).
@@ -77,7 +79,8 @@ def rows_per_program(rows: int) -> int:
 
 @triton.jit
 def _fwd_kernel(x_ptr, z_ptr, r_ptr, w_ptr, y_ptr, s_ptr, rstd_ptr, M, G, NG, sx, sz, sr, eps,
-                HAS_Z: tl.constexpr, HAS_RES: tl.constexpr, BT: tl.constexpr, BG: tl.constexpr):
+                HAS_Z: tl.constexpr, GATE_AFTER: tl.constexpr, HAS_RES: tl.constexpr, BT: tl.constexpr,
+                BG: tl.constexpr):
     """One block of BT rows, one group: y (rows, D) in y's dtype, s = residual + x (float32), rstd (rows, NG)."""
     g = tl.program_id(1)
     rows = tl.program_id(0).to(tl.int64) * BT + tl.arange(0, BT)
@@ -94,18 +97,22 @@ def _fwd_kernel(x_ptr, z_ptr, r_ptr, w_ptr, y_ptr, s_ptr, rstd_ptr, M, G, NG, sx
     u = h
     if HAS_Z:
         zz = tl.load(z_ptr + rows[:, None] * sz + c[None, :], mask=m, other=0.0).to(tl.float32)
-        u = h * zz * tl.sigmoid(zz)
+        if not GATE_AFTER:
+            u = h * zz * tl.sigmoid(zz)
     rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / G + eps)              # padded channels hold 0
     tl.store(rstd_ptr + rows * NG + g, rstd, mask=mr)
     w = tl.load(w_ptr + c, mask=mc, other=0.0).to(tl.float32)
     y = u * rstd[:, None] * w[None, :]
+    if HAS_Z:
+        if GATE_AFTER:
+            y = y * zz * tl.sigmoid(zz)
     tl.store(y_ptr + rows[:, None] * D + c[None, :], y.to(y_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
 def _bwd_kernel(h_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, ds_ptr, dx_ptr, dz_ptr, dr_ptr, dw_ptr,
                 M, G, NG, sh, sz, sdy, sds,
-                HAS_Z: tl.constexpr, HAS_RES: tl.constexpr, HAS_DS: tl.constexpr,
+                HAS_Z: tl.constexpr, GATE_AFTER: tl.constexpr, HAS_RES: tl.constexpr, HAS_DS: tl.constexpr,
                 BT: tl.constexpr, BG: tl.constexpr, RPP: tl.constexpr):
     """RPP consecutive rows (blocks of BT), one group: dx, dz, dresidual per block and this
     program's row of dweight partial sums. h is x, or the saved sum s with a residual."""
@@ -128,16 +135,23 @@ def _bwd_kernel(h_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, ds_ptr, dx_ptr, dz_ptr, d
         if HAS_Z:
             zz = tl.load(z_ptr + rows[:, None] * sz + c[None, :], mask=m, other=0.0).to(tl.float32)
             sg = tl.sigmoid(zz)
-            u = h * zz * sg
+            if not GATE_AFTER:
+                u = h * zz * sg
         uhat = u * rstd[:, None]
+        if HAS_Z:
+            if GATE_AFTER:                                             # y = (uhat * w) * silu(z)
+                tl.store(dz_ptr + rows[:, None] * D + c[None, :],
+                         (dy * uhat * w[None, :] * sg * (1.0 + zz * (1.0 - sg))).to(dz_ptr.dtype.element_ty), mask=m)
+                dy = dy * zz * sg
         acc += dy * uhat                                               # 0 outside the rows and channels
         wdy = dy * w[None, :]
         c1 = tl.sum(uhat * wdy, axis=1) / G
         dh = (wdy - uhat * c1[:, None]) * rstd[:, None]
         if HAS_Z:
-            tl.store(dz_ptr + rows[:, None] * D + c[None, :],
-                     (dh * h * sg * (1.0 + zz * (1.0 - sg))).to(dz_ptr.dtype.element_ty), mask=m)
-            dh = dh * zz * sg
+            if not GATE_AFTER:
+                tl.store(dz_ptr + rows[:, None] * D + c[None, :],
+                         (dh * h * sg * (1.0 + zz * (1.0 - sg))).to(dz_ptr.dtype.element_ty), mask=m)
+                dh = dh * zz * sg
         if HAS_DS:
             dh += tl.load(ds_ptr + rows[:, None] * sds + c[None, :], mask=m, other=0.0).to(tl.float32)
         tl.store(dx_ptr + rows[:, None] * D + c[None, :], dh.to(dx_ptr.dtype.element_ty), mask=m)
@@ -153,10 +167,11 @@ def _unit_stride(t: torch.Tensor) -> torch.Tensor:
 
 class _RMSNorm(torch.autograd.Function):
     """x (rows, D), weight (D,), z (x's shape) or None, residual (x's shape) or None, groups of
-    ``group_size``: y, or (y, s) with a residual. Inputs' channels must be adjacent (stride 1)."""
+    ``group_size``: y, or (y, s) with a residual; ``gate_after``: the gate multiplies the norm's
+    output (norm_before_gate=True) instead of its input. Inputs' channels must be adjacent (stride 1)."""
 
     @staticmethod
-    def forward(ctx, x, weight, z, residual, eps, group_size):
+    def forward(ctx, x, weight, z, residual, eps, group_size, gate_after=False):
         rows, d = x.shape
         ng = d // group_size
         y = torch.empty(rows, d, dtype=x.dtype, device=x.device)
@@ -168,9 +183,10 @@ class _RMSNorm(torch.autograd.Function):
                 x, x if z is None else z, x if residual is None else residual, weight, y, y if s is None else s,
                 rstd, rows, group_size, ng, x.stride(0), 0 if z is None else z.stride(0),
                 0 if residual is None else residual.stride(0), eps,
-                HAS_Z=z is not None, HAS_RES=residual is not None, BT=bt, BG=bg, num_warps=warps)
+                HAS_Z=z is not None, GATE_AFTER=gate_after, HAS_RES=residual is not None, BT=bt, BG=bg,
+                num_warps=warps)
         ctx.save_for_backward(x if s is None else s, weight, z, rstd)
-        ctx.group_size, ctx.x_dtype = group_size, x.dtype
+        ctx.group_size, ctx.x_dtype, ctx.gate_after = group_size, x.dtype, gate_after
         ctx.residual_dtype = None if residual is None else residual.dtype
         ctx.set_materialize_grads(False)
         return y if s is None else (y, s)
@@ -196,9 +212,9 @@ class _RMSNorm(torch.autograd.Function):
                 h, h if z is None else z, weight, rstd, dy, dy if ds is None else ds, dx,
                 dx if dz is None else dz, dx if dr is None else dr, dw, rows, g, ng, h.stride(0),
                 0 if z is None else z.stride(0), dy.stride(0), 0 if ds is None else ds.stride(0),
-                HAS_Z=z is not None, HAS_RES=has_res, HAS_DS=ds is not None, BT=bt, BG=bg, RPP=rpp,
-                num_warps=warps)
-        return dx, dw.sum(0).to(weight.dtype), dz, dr, None, None
+                HAS_Z=z is not None, GATE_AFTER=ctx.gate_after, HAS_RES=has_res, HAS_DS=ds is not None,
+                BT=bt, BG=bg, RPP=rpp, num_warps=warps)
+        return dx, dw.sum(0).to(weight.dtype), dz, dr, None, None, None
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, group_size: int) -> None:
@@ -215,16 +231,18 @@ def _check(x: torch.Tensor, weight: torch.Tensor, group_size: int) -> None:
 
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, z: torch.Tensor | None = None,
-                    group_size: int | None = None) -> torch.Tensor:
-    """``rmsnorm(x) * weight``, or with a gate ``rmsnorm(x * silu(z)) * weight`` (norm_before_gate=False),
-    over groups of ``group_size`` channels (None: all d); x (..., d), z x's shape; y in x's dtype."""
+                    group_size: int | None = None, norm_before_gate: bool = False) -> torch.Tensor:
+    """``rmsnorm(x) * weight``, or with a gate ``rmsnorm(x * silu(z)) * weight`` (norm_before_gate=False)
+    or ``rmsnorm(x) * weight * silu(z)`` (norm_before_gate=True), over groups of ``group_size``
+    channels (None: all d); x (..., d), z x's shape; y in x's dtype."""
     d = x.shape[-1]
     g = group_size or d
     _check(x, weight, g)
     if z is not None and z.shape != x.shape:
         raise ValueError(f"rms_norm_triton: the gate z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
     z2 = None if z is None else _unit_stride(z.reshape(-1, d))
-    y = _RMSNorm.apply(_unit_stride(x.reshape(-1, d)), weight.contiguous(), z2, None, eps, g)
+    y = _RMSNorm.apply(_unit_stride(x.reshape(-1, d)), weight.contiguous(), z2, None, eps, g,
+                       bool(norm_before_gate and z is not None))
     return y.reshape(x.shape)
 
 
