@@ -30,6 +30,7 @@ SECTIONS = {
     "mamba1_scan": "bench.mamba1_section",
     "ssd_one_chunk": "bench.ssd_one_chunk",
     "conv_tiles": "bench.conv_tiles",
+    "gated_norm": "bench.gated_norm",
     "profile": "bench.profile_calls",
     "study_train": "bench.study_train",
     "compile": "bench.compile_time",
