@@ -1,4 +1,4 @@
-"""The Triton RMSNorm (plain, gated, with a residual add), run on CPU through Triton's interpreter.
+"""The Triton RMSNorm and LayerNorm (plain, gated, grouped, with a residual add), run on CPU through Triton's interpreter.
 
 TRITON_INTERPRET must be set before the kernels are decorated, so the kernels run in fresh
 subprocesses (this file run as a script) that print their measurements as JSON; the tests here
@@ -24,11 +24,13 @@ def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
-def _inputs(shape, seed, dtype, gated, residual, wide):
+def _inputs(shape, seed, dtype, gated, residual, wide, ln=False, bias=True):
     gen = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)  # noqa: E731
     d = shape[-1]
-    ins = {"x": r(*shape).to(dtype), "weight": (1 + 0.5 * r(d)).float()}
+    ins = {"x": (r(*shape) + (1.5 if ln else 0.0)).to(dtype), "weight": (1 + 0.5 * r(d)).float()}  # LN: a mean to remove
+    if ln and bias:
+        ins["bias"] = (0.3 * r(d)).float()
     if gated:  # z as a slice of a wider projection (rows strided, channels adjacent), as Mamba-2 hands it over
         ins["z"] = (2 * r(*shape[:-1], d + wide)).to(dtype)
     if residual:
@@ -40,7 +42,7 @@ def _run(ins, fn, cast, d, use_s=True, seed=0):
     """fn on leaves made by ``cast``; the gradients of a random linear functional of the outputs."""
     leaves = {k: cast(v).requires_grad_() for k, v in ins.items()}
     z = leaves["z"][..., :d] if "z" in leaves else None
-    y, s = fn(leaves["x"], leaves["weight"], z, leaves.get("residual"))
+    y, s = fn(leaves["x"], leaves["weight"], z, leaves.get("residual"), leaves.get("bias"))
     gen = torch.Generator().manual_seed(seed + 1)
     loss = (y.double() * torch.randn(y.shape, generator=gen, dtype=torch.float64)).sum()
     if s is not None and use_s:
@@ -49,16 +51,25 @@ def _run(ins, fn, cast, d, use_s=True, seed=0):
     return y, s, dict(zip(leaves, grads))
 
 
-def _fns(group_size, after=False):
-    from lengthgen.ops.norm import rms_norm_reference
-    from lengthgen.ops.triton.rms_norm import add_rms_norm_triton, rms_norm_triton
+def _fns(group_size, after=False, ln=False):
+    from lengthgen.ops.norm import layer_norm_reference, rms_norm_reference
+    from lengthgen.ops.triton import rms_norm as rn
 
-    def ker(x, w, z, res):
+    def ker(x, w, z, res, b):
+        if ln:
+            if res is not None:
+                return rn.add_layer_norm_triton(x, res, w, b, EPS)
+            return rn.layer_norm_triton(x, w, b, EPS, z=z, group_size=group_size), None
         if res is not None:
-            return add_rms_norm_triton(x, res, w, EPS)
-        return rms_norm_triton(x, w, EPS, z=z, group_size=group_size, norm_before_gate=after), None
+            return rn.add_rms_norm_triton(x, res, w, EPS)
+        return rn.rms_norm_triton(x, w, EPS, z=z, group_size=group_size, norm_before_gate=after), None
 
-    def ref(x, w, z, res):
+    def ref(x, w, z, res, b):
+        if ln:
+            if res is not None:
+                s = res + x
+                return layer_norm_reference(s, w, b, EPS), s
+            return layer_norm_reference(x, w, b, EPS, z=z, group_size=group_size), None
         if res is not None:
             s = res + x
             return rms_norm_reference(s, w, EPS), s
@@ -67,11 +78,13 @@ def _fns(group_size, after=False):
     return ker, ref
 
 
-def _case(shape, seed, dtype, *, gated=False, residual=False, group_size=None, wide=0, use_s=True, after=False):
-    """Kernel (inputs in ``dtype``, weight and residual float32) vs float64 on the same values;
-    ``after``: the gate after the norm (norm_before_gate=True)."""
-    ins = _inputs(shape, seed, dtype, gated, residual, wide)
-    ker_fn, ref_fn = _fns(group_size, after)
+def _case(shape, seed, dtype, *, gated=False, residual=False, group_size=None, wide=0, use_s=True, after=False,
+          ln=False, bias=True):
+    """Kernel (inputs in ``dtype``, weight, bias and residual float32) vs float64 on the same values;
+    ``after``: the gate after the norm (norm_before_gate=True); ``ln``: the LayerNorm (with a bias,
+    the gate after it)."""
+    ins = _inputs(shape, seed, dtype, gated, residual, wide, ln, bias)
+    ker_fn, ref_fn = _fns(group_size, after, ln)
     d = shape[-1]
     ker = _run(ins, ker_fn, lambda v: v.clone(), d, use_s, seed)
     ref = _run(ins, ref_fn, lambda v: v.double(), d, use_s, seed)
@@ -86,8 +99,8 @@ def _case(shape, seed, dtype, *, gated=False, residual=False, group_size=None, w
 
 def _digest(shape, seed, dtype, **kw):
     """A hash of the kernel's outputs and gradients, and whether a second call gives the same bits."""
-    ins = _inputs(shape, seed, dtype, kw.get("gated", False), kw.get("residual", False), 0)
-    ker_fn, _ = _fns(kw.get("group_size"), kw.get("after", False))
+    ins = _inputs(shape, seed, dtype, kw.get("gated", False), kw.get("residual", False), 0, kw.get("ln", False))
+    ker_fn, _ = _fns(kw.get("group_size"), kw.get("after", False), kw.get("ln", False))
     runs = [_run(ins, ker_fn, lambda v: v.clone(), shape[-1], seed=seed) for _ in range(2)]
     flat = [[t for t in (y, s) if t is not None] + list(g.values()) for y, s, g in runs]
     same = all(torch.equal(a, b) for a, b in zip(*flat))
@@ -100,6 +113,8 @@ BITS = {
     "gated": ((2, 150, 96), 21, torch.float16, {"gated": True}),
     "add": ((300, 96), 22, torch.float32, {"residual": True}),
     "gated_after": ((300, 128), 23, torch.float16, {"gated": True, "after": True, "group_size": 64}),
+    "ln_gated": ((300, 128), 24, torch.float16, {"gated": True, "ln": True, "group_size": 32}),
+    "ln_add": ((300, 96), 25, torch.float32, {"residual": True, "ln": True}),
 }
 
 GROUPS = {
@@ -112,6 +127,11 @@ GROUPS = {
         # GLA's per-head output norm: the gate after the norm, per head, z a strided slice
         "fp32_gated_after": lambda: _case((3, 100, 256), 9, torch.float32, gated=True, group_size=128, wide=8,
                                           after=True),
+        # RWKV-6's norms: the block LayerNorm, the per-head GroupNorm times silu(g), the pre-norm add
+        "fp32_ln": lambda: _case((37, 96), 12, torch.float32, ln=True),
+        "fp32_ln_add_no_bias": lambda: _case((300, 64), 17, torch.float32, residual=True, ln=True, bias=False),
+        "fp32_ln_gated_groups": lambda: _case((3, 100, 256), 13, torch.float32, gated=True, group_size=64, ln=True),
+        "fp16_ln_add": lambda: _case((300, 192), 14, torch.float16, residual=True, ln=True),
         "fp16_plain": lambda: _case((3, 100, 192), 3, torch.float16),
         **{f"bits_{k}": (lambda v=v: _digest(v[0], v[1], v[2], **v[3])) for k, v in BITS.items()},
     },
@@ -123,13 +143,16 @@ GROUPS = {
         "fp32_plain_groups": lambda: _case((300, 96), 8, torch.float32, group_size=32),
         "fp32_gated_after_whole": lambda: _case((37, 96), 10, torch.float32, gated=True, after=True),
         "fp16_gated_after": lambda: _case((2, 150, 256), 11, torch.float16, gated=True, group_size=128, after=True),
+        "fp32_ln_add": lambda: _case((2, 150, 192), 15, torch.float32, residual=True, ln=True),
+        "fp16_ln_gated": lambda: _case((2, 150, 256), 16, torch.float16, gated=True, group_size=128, wide=4, ln=True),
         **{f"bits_{k}": (lambda v=v: _digest(v[0], v[1], v[2], **v[3])) for k, v in BITS.items()},
     },
 }
 
 FP32 = ["fp32_plain", "fp32_gated", "fp32_gated_groups", "fp32_gated_after", "fp32_add", "fp32_add_y_only",
-        "fp32_plain_groups", "fp32_gated_after_whole"]
-FP16 = ["fp16_plain", "fp16_add", "fp16_gated", "fp16_gated_after"]
+        "fp32_plain_groups", "fp32_gated_after_whole", "fp32_ln", "fp32_ln_gated_groups", "fp32_ln_add",
+        "fp32_ln_add_no_bias"]
+FP16 = ["fp16_plain", "fp16_add", "fp16_gated", "fp16_gated_after", "fp16_ln_add", "fp16_ln_gated"]
 
 
 @pytest.fixture(scope="module")
@@ -165,12 +188,15 @@ def test_every_gradient_is_checked(interp):
     assert {"dx", "dweight"} <= set(interp["fp32_plain"]) and "dz" not in interp["fp32_plain"]
     assert {"dx", "dweight", "dz"} <= set(interp["fp32_gated"]) <= set(interp["fp32_gated_after"])
     assert {"dx", "dweight", "dresidual"} <= set(interp["fp32_add"])
+    assert {"dx", "dweight", "dbias"} <= set(interp["fp32_ln"])
+    assert {"dx", "dweight", "dbias", "dz"} <= set(interp["fp32_ln_gated_groups"])
+    assert {"dx", "dweight", "dbias", "dresidual"} <= set(interp["fp32_ln_add"])
     assert interp["fp32_gated"]["y_shape"] == [3, 100, 384]
 
 
 def test_the_residual_sum_is_float32_and_exact(interp):
     """s = residual + x in float32 is what torch's ``residual + x`` gives, bit for bit."""
-    for case in ("fp32_add", "fp16_add"):
+    for case in ("fp32_add", "fp16_add", "fp32_ln_add", "fp16_ln_add"):
         assert interp[case]["s_dtype"] == "torch.float32" and interp[case]["s_exact"], case
 
 
@@ -221,14 +247,15 @@ def test_no_rows_launch_nothing():
 
 
 def test_the_ops_route_the_cases_it_covers_to_it(monkeypatch):
-    """``ops.norm`` on CUDA (faked): plain, gated on either side of the norm (any groups) and the
-    pre-norm RMSNorm add go to the Triton RMSNorm; the LayerNorms and a non-float32 residual stay
-    on mamba-ssm's kernels / the reference. CPU inputs never ask for it."""
+    """``ops.norm`` on CUDA (faked): the RMSNorms (plain, gated on either side of the norm, any
+    groups), the LayerNorms (plain, grouped and gated) and both pre-norm adds go to the Triton norm;
+    a non-float32 residual stays on the reference, a group wider than the kernel takes on
+    mamba-ssm's kernels. CPU inputs never ask for it."""
     from lengthgen.ops import _mamba_import
     from lengthgen.ops import norm as norm_mod
     from lengthgen.ops.triton import rms_norm as rn
 
-    x, z, w = torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(8)
+    x, z, w, b = torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(8), torch.randn(8)
     assert not norm_mod._triton_norm_takes(x, 8, "auto")  # CPU
     seen, asked = [], []
 
@@ -236,33 +263,41 @@ def test_the_ops_route_the_cases_it_covers_to_it(monkeypatch):
         seen.append("triton_after" if norm_before_gate else "triton")
         return norm_mod.rms_norm_reference(x, w, eps, z, group_size, norm_before_gate)
 
+    def triton_ln(x, w, b, eps, z=None, group_size=None):
+        seen.append("triton_ln" + ("_gated" if z is not None else "") + (f"_g{group_size}" if group_size else ""))
+        return norm_mod.layer_norm_reference(x, w, b, eps, z, group_size)
+
     def triton_add(x, r, w, eps):
         seen.append("triton_add")
         return norm_mod.rms_norm_reference(r + x, w, eps), r + x
+
+    def triton_add_ln(x, r, w, b, eps):
+        seen.append("triton_add_ln")
+        return norm_mod.layer_norm_reference(r + x, w, b, eps), r + x
 
     def mamba_norm(x, w, b, z=None, eps=1e-6, group_size=None, norm_before_gate=True):
         seen.append("mamba")
         return norm_mod.rms_norm_reference(x, w, eps, z, group_size, norm_before_gate)
 
-    def mamba_add(x, w, b, residual=None, eps=1e-6, prenorm=True, residual_in_fp32=True):
-        seen.append("mamba_add")
-        return x, residual + x
-
     monkeypatch.setattr(norm_mod, "use_kernel", lambda backend, kernel, *t: asked.append(kernel) or True)
     monkeypatch.setattr(norm_mod, "_triton_norm_takes", lambda x, width, backend: width <= rn.MAX_WIDTH)
     monkeypatch.setattr(rn, "rms_norm_triton", triton_norm)
+    monkeypatch.setattr(rn, "layer_norm_triton", triton_ln)
     monkeypatch.setattr(rn, "add_rms_norm_triton", triton_add)
+    monkeypatch.setattr(rn, "add_layer_norm_triton", triton_add_ln)
     monkeypatch.setattr(_mamba_import, "mamba_rmsnorm_fn", lambda: mamba_norm)
-    monkeypatch.setattr(_mamba_import, "mamba_add_layer_norm_fn", lambda: mamba_add)
     norm_mod.rms_norm(x, w, 1e-5)
     norm_mod.rms_norm(x, w, 1e-5, z=z)
     norm_mod.rms_norm(x, w, 1e-5, z=z, group_size=4)
     norm_mod.rms_norm(x, w, 1e-5, z=z, norm_before_gate=True)
+    norm_mod.layer_norm(x, w, b, 1e-5)
+    norm_mod.layer_norm(x, w, b, 1e-5, z=z, group_size=4)
     norm_mod.add_rms_norm(x, z, w, 1e-5)
-    norm_mod.add_layer_norm(x, z, w, None, 1e-5)
+    norm_mod.add_layer_norm(x, z, w, b, 1e-5)
     norm_mod.add_rms_norm(x, z.double(), w, 1e-5)  # a float64 residual: the reference
-    assert seen == ["triton", "triton", "triton", "triton_after", "triton_add", "mamba_add"]
-    assert asked == ["triton_norm"] * 5 + ["mamba_add_norm"]
+    assert seen == ["triton", "triton", "triton", "triton_after", "triton_ln", "triton_ln_gated_g4", "triton_add",
+                    "triton_add_ln"]
+    assert asked == ["triton_norm"] * 8
     wide = torch.randn(2, 2048)
     norm_mod.rms_norm(wide, torch.ones(2048), 1e-5)  # wider than the Triton kernel takes
     assert seen[-1] == "mamba" and asked[-1] == "mamba_norm"

@@ -286,12 +286,12 @@ def test_triton_conv_matches_the_reference_at_the_study_shapes(length):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
 @pytest.mark.parametrize("kind", ["rms", "layer"])
 def test_add_rms_norm_kernel(dtype, kind):
-    """RMSNorm / LayerNorm with the residual add fused (GLA's mlp_norm: lengthgen's Triton norm;
-    RWKV-6's ffn_norm: mamba-ssm's): x in ``dtype`` as a sub-block's output, the residual stream in
+    """RMSNorm / LayerNorm with the residual add fused (GLA's mlp_norm, RWKV-6's ffn_norm: lengthgen's
+    Triton norm): x in ``dtype`` as a sub-block's output, the residual stream in
     float32; output, new residual and gradients vs float64."""
     from lengthgen.ops.norm import add_layer_norm, add_rms_norm
 
-    need("triton_norm" if kind == "rms" else "mamba_add_norm")
+    need("triton_norm")
     gen = torch.Generator(device=DEV).manual_seed(1)
     x = leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype)
     r = leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), torch.float32)
@@ -375,12 +375,12 @@ def test_triton_norm_at_the_study_shape(dtype, case):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
 @pytest.mark.parametrize("case", ["plain", "grouped_gated"])
 def test_layer_norm_kernel(dtype, case):
-    """mamba-ssm's Triton LayerNorm: RWKV-6's block norms (whole dim, bias) and its per-head
+    """lengthgen's Triton LayerNorm: RWKV-6's block norms (whole dim, bias) and its per-head
     GroupNorm times silu(g) (4 groups of 128): output and the gradients of x, weight, bias (and z)
     vs float64."""
     from lengthgen.ops import layer_norm
 
-    need("mamba_norm")
+    need("triton_norm")
     gen = torch.Generator(device=DEV).manual_seed(2)
     x, z = (leaf(torch.randn(2, 256, 512, device=DEV, generator=gen), dtype) for _ in range(2))
     w = leaf(1 + 0.1 * torch.randn(512, device=DEV, generator=gen), torch.float32)

@@ -85,7 +85,7 @@ PRESET_LR: dict[str, float] = {"tiny": 1e-3, "rwkv6-70m": 1e-3}
 
 class LayerNorm(nn.Module):
     """LayerNorm with optional bias, computed in float32 (float64 stays float64); ``ops.layer_norm``:
-    mamba-ssm's Triton LayerNorm on CUDA (as fla fuses its norms), the torch reference elsewhere."""
+    lengthgen's Triton norm on CUDA (as fla fuses its norms), the torch reference elsewhere."""
 
     def __init__(self, dim: int, eps: float, bias: bool = True):
         super().__init__()

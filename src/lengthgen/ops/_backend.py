@@ -94,7 +94,7 @@ KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "triton_ssd_one_chunk": ("triton (lengthgen's one-chunk Mamba-2 SSD kernel)", _import_triton_ssd_one_chunk),
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),
     "triton_conv": ("triton (lengthgen's depthwise causal conv1d kernel)", _import_triton_conv),
-    "triton_norm": ("triton (lengthgen's RMSNorm kernel: plain, gated, with a residual add)", _import_triton_norm),
+    "triton_norm": ("triton (lengthgen's RMSNorm and LayerNorm kernel: plain, gated, grouped, with a residual add)", _import_triton_norm),
     "fla_cross_entropy": ("flash-linear-attention (fla-core, its fused cross-entropy kernel)",
                           _import_fla_cross_entropy),
 }

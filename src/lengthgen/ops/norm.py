@@ -19,16 +19,16 @@ and read by nobody else; ``add_layer_norm`` the same with a LayerNorm.
 Which kernel runs what on CUDA (float32 / float16 / bfloat16 inputs; the CPU and float64 run the
 torch reference):
 
-* lengthgen's Triton RMSNorm (``lengthgen.ops.triton.rms_norm``, kernel family ``triton_norm``):
-  ``rms_norm`` plain or gated (either side of the norm: Mamba-2's and GLA's output norms), with
-  groups (the whole dim without them) of at most 1024 channels; ``add_rms_norm`` (float32 residual,
-  at most 1024 channels).
+* lengthgen's Triton norm (``lengthgen.ops.triton.rms_norm``, kernel family ``triton_norm``):
+  ``rms_norm`` plain or gated (either side of the norm: Mamba-2's and GLA's output norms) and
+  ``layer_norm`` plain or gated after the norm (RWKV-6's norms and per-head GroupNorm), with groups
+  (the whole dim without them) of at most 1024 channels; ``add_rms_norm`` and ``add_layer_norm``
+  (float32 residual, at most 1024 channels).
   Blocks of rows per program, fixed tiles: deterministic, bit-identical gradients across runs.
-* mamba-ssm's Triton kernels, where triton_norm does not apply (or is unavailable):
-  ``rms_norm`` with wider groups, and ``layer_norm``: ``rmsnorm_fn`` / ``layernorm_fn`` (``mamba_ssm.ops.triton.layernorm_gated``, which
-  fuse the gate and save no float32 copies for the backward pass); ``add_rms_norm`` wider than 1024
-  and ``add_layer_norm``: ``layer_norm.rms_norm_fn`` / ``layer_norm_fn`` with ``residual``,
-  ``prenorm=True``, ``residual_in_fp32=True``.
+* mamba-ssm's Triton kernels, where triton_norm does not apply (wider groups) or is unavailable:
+  ``rmsnorm_fn`` / ``layernorm_fn`` (``mamba_ssm.ops.triton.layernorm_gated``, which fuse the gate
+  and save no float32 copies for the backward pass); for the adds ``layer_norm.rms_norm_fn`` /
+  ``layer_norm_fn`` with ``residual``, ``prenorm=True``, ``residual_in_fp32=True``.
 """
 
 from __future__ import annotations
@@ -129,7 +129,12 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float, z: Te
         raise ValueError(f"layer_norm: the gate z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
     if group_size is not None and (group_size < 1 or d % group_size):
         raise ValueError(f"layer_norm: {d} channels are not a whole number of groups of {group_size}")
-    if use_kernel(backend, "mamba_norm", x, weight, bias, z):
+    triton = _triton_norm_takes(x, group_size or d, backend)
+    if use_kernel(backend, "triton_norm" if triton else "mamba_norm", x, weight, bias, z):
+        if triton:
+            from lengthgen.ops.triton.rms_norm import layer_norm_triton
+
+            return layer_norm_triton(x, weight, bias, eps, z=z, group_size=group_size)
         from lengthgen.ops._mamba_import import mamba_layernorm_fn
 
         shape = x.shape
@@ -163,13 +168,15 @@ def _add_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor | None, 
                          f"{tuple(weight.shape)}{'' if bias is None else f' and {tuple(bias.shape)}'}")
     if residual.shape != x.shape:
         raise ValueError(f"{op}: the residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
-    triton = rms and _triton_norm_takes(x, d, backend)
+    triton = _triton_norm_takes(x, d, backend)
     if residual.dtype == torch.float32 and use_kernel(backend, "triton_norm" if triton else "mamba_add_norm",
                                                       x, residual, weight, bias):
         if triton:
-            from lengthgen.ops.triton.rms_norm import add_rms_norm_triton
+            from lengthgen.ops.triton.rms_norm import add_layer_norm_triton, add_rms_norm_triton
 
-            return add_rms_norm_triton(x, residual, weight, eps)
+            if rms:
+                return add_rms_norm_triton(x, residual, weight, eps)
+            return add_layer_norm_triton(x, residual, weight, bias, eps)
         from lengthgen.ops import _mamba_import
 
         fn = _mamba_import.mamba_add_rms_norm_fn() if rms else _mamba_import.mamba_add_layer_norm_fn()

@@ -1,30 +1,33 @@
-"""RMSNorm over blocks of rows: plain, gated (Mamba-2's and GLA's output norms), with a residual add; Triton forward and backward.
+"""RMSNorm and LayerNorm over blocks of rows: plain, gated (Mamba-2's, GLA's and RWKV-6's output
+norms), grouped, with a residual add; Triton forward and backward.
 
 Per row (and per group of G channels, G = D without groups), in float32 whatever the input dtype:
 
     h = x                       or, with a residual:  h = residual + x  (float32, returned as s)
     u = h * silu(z)             with a gate before the norm (norm_before_gate=False), else u = h
-    rstd = 1 / sqrt(mean(u^2) + eps),   y = u * rstd * weight              (y in x's dtype)
-    y = y * silu(z)             with the gate after the norm instead (norm_before_gate=True: GLA's)
+    u = u - mean(u)             LayerNorm only
+    rstd = 1 / sqrt(mean(u^2) + eps),   n = u * rstd * weight (+ bias, LayerNorm)
+    y = n, or n * silu(z) with the gate after the norm (norm_before_gate=True: GLA's, RWKV-6's)   (y in x's dtype)
 
 backward, with uhat = u * rstd and dy the gradient of y (ds that of s, when given):
 
-    gate after the norm:  dz = dy * uhat * w * sig(z) * (1 + z (1 - sig(z))),  then dy <- dy * silu(z)
-    du = rstd * (w dy - uhat * mean(uhat * w dy)),   dweight = sum over rows of dy * uhat
+    gate after the norm:  dz = dy * n * sig(z) * (1 + z (1 - sig(z))),  then dy <- dy * silu(z)
+    dweight = sum over rows of dy * uhat,   dbias = sum over rows of dy
+    du = rstd * (w dy - uhat * mean(uhat * w dy) [- mean(w dy), LayerNorm])
     dh = du * silu(z),   dz = du * h * sig(z) * (1 + z (1 - sig(z)))       (gate before; else dh = du)
     dx = dh + ds,   dresidual = dh + ds                                    (dx in x's dtype, dresidual in float32)
 
-The references are ``lengthgen.ops.norm.rms_norm_reference`` (and ``residual + x`` before it).
-Saved for the backward: the inputs (x and z; with a residual the float32 sum s instead of x and
-the residual, since the backward reads only s) and the per-row, per-group rstd (float32); u, uhat
-and y are recomputed.
+The references are ``lengthgen.ops.norm.rms_norm_reference`` / ``layer_norm_reference`` (and
+``residual + x`` before them). Saved for the backward: the inputs (x and z; with a residual the
+float32 sum s instead of x and the residual, since the backward reads only s) and the per-row,
+per-group rstd (and mean) in float32; u, uhat and y are recomputed.
 
 Tiling: a program holds BT rows x BG = next_power_of_2(G) channels (one whole group, G <= 1024),
 so a row's reduction is one in-register sum and each load moves BT rows at once (one row per
 program is latency-bound at the models' widths, 192-384). The forward runs one row block per
 program; the backward runs each program over ``rows_per_program`` consecutive rows in blocks of
-BT, adds dy * uhat into a (BT, BG) float32 tile and writes its column sums as one row of float32
-partial sums (NP, D), which torch adds up.
+BT, adds dy * uhat (and dy, for the bias) into (BT, BG) float32 tiles and writes their column sums
+as one row of float32 partial sums (NP, D), which torch adds up.
 
 Determinism: the tile sizes and warp counts follow from G alone (:func:`fwd_config`,
 :func:`bwd_config`; no autotuning) and the backward's program count from the row count alone
@@ -78,10 +81,11 @@ def rows_per_program(rows: int) -> int:
 
 
 @triton.jit
-def _fwd_kernel(x_ptr, z_ptr, r_ptr, w_ptr, y_ptr, s_ptr, rstd_ptr, M, G, NG, sx, sz, sr, eps,
-                HAS_Z: tl.constexpr, GATE_AFTER: tl.constexpr, HAS_RES: tl.constexpr, BT: tl.constexpr,
-                BG: tl.constexpr):
-    """One block of BT rows, one group: y (rows, D) in y's dtype, s = residual + x (float32), rstd (rows, NG)."""
+def _fwd_kernel(x_ptr, z_ptr, r_ptr, w_ptr, b_ptr, y_ptr, s_ptr, mean_ptr, rstd_ptr, M, G, NG, sx, sz, sr, eps,
+                IS_RMS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, GATE_AFTER: tl.constexpr,
+                HAS_RES: tl.constexpr, BT: tl.constexpr, BG: tl.constexpr):
+    """One block of BT rows, one group: y (rows, D) in y's dtype, s = residual + x (float32),
+    rstd (and for a LayerNorm the mean) (rows, NG)."""
     g = tl.program_id(1)
     rows = tl.program_id(0).to(tl.int64) * BT + tl.arange(0, BT)
     cols = tl.arange(0, BG)
@@ -99,10 +103,16 @@ def _fwd_kernel(x_ptr, z_ptr, r_ptr, w_ptr, y_ptr, s_ptr, rstd_ptr, M, G, NG, sx
         zz = tl.load(z_ptr + rows[:, None] * sz + c[None, :], mask=m, other=0.0).to(tl.float32)
         if not GATE_AFTER:
             u = h * zz * tl.sigmoid(zz)
+    if not IS_RMS:
+        mean = tl.sum(u, axis=1) / G
+        tl.store(mean_ptr + rows * NG + g, mean, mask=mr)
+        u = tl.where(m, u - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / G + eps)              # padded channels hold 0
     tl.store(rstd_ptr + rows * NG + g, rstd, mask=mr)
     w = tl.load(w_ptr + c, mask=mc, other=0.0).to(tl.float32)
     y = u * rstd[:, None] * w[None, :]
+    if HAS_BIAS:
+        y += tl.load(b_ptr + c, mask=mc, other=0.0).to(tl.float32)[None, :]
     if HAS_Z:
         if GATE_AFTER:
             y = y * zz * tl.sigmoid(zz)
@@ -110,12 +120,13 @@ def _fwd_kernel(x_ptr, z_ptr, r_ptr, w_ptr, y_ptr, s_ptr, rstd_ptr, M, G, NG, sx
 
 
 @triton.jit
-def _bwd_kernel(h_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, ds_ptr, dx_ptr, dz_ptr, dr_ptr, dw_ptr,
-                M, G, NG, sh, sz, sdy, sds,
-                HAS_Z: tl.constexpr, GATE_AFTER: tl.constexpr, HAS_RES: tl.constexpr, HAS_DS: tl.constexpr,
-                BT: tl.constexpr, BG: tl.constexpr, RPP: tl.constexpr):
+def _bwd_kernel(h_ptr, z_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dy_ptr, ds_ptr, dx_ptr, dz_ptr, dr_ptr, dw_ptr,
+                db_ptr, M, G, NG, sh, sz, sdy, sds,
+                IS_RMS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, GATE_AFTER: tl.constexpr,
+                HAS_RES: tl.constexpr, HAS_DS: tl.constexpr, BT: tl.constexpr, BG: tl.constexpr,
+                RPP: tl.constexpr):
     """RPP consecutive rows (blocks of BT), one group: dx, dz, dresidual per block and this
-    program's row of dweight partial sums. h is x, or the saved sum s with a residual."""
+    program's row of dweight (and dbias) partial sums. h is x, or the saved sum s with a residual."""
     p = tl.program_id(0)
     g = tl.program_id(1)
     cols = tl.arange(0, BG)
@@ -123,7 +134,10 @@ def _bwd_kernel(h_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, ds_ptr, dx_ptr, dz_ptr, d
     c = g * G + cols
     D = NG * G
     w = tl.load(w_ptr + c, mask=mc, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + c, mask=mc, other=0.0).to(tl.float32)
     acc = tl.zeros((BT, BG), dtype=tl.float32)
+    acc_b = tl.zeros((BT, BG), dtype=tl.float32)
     for i in range(0, RPP, BT):
         rows = p.to(tl.int64) * RPP + i + tl.arange(0, BT)
         mr = rows < M
@@ -137,16 +151,28 @@ def _bwd_kernel(h_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, ds_ptr, dx_ptr, dz_ptr, d
             sg = tl.sigmoid(zz)
             if not GATE_AFTER:
                 u = h * zz * sg
+        if not IS_RMS:
+            mean = tl.load(mean_ptr + rows * NG + g, mask=mr, other=0.0)
+            u = tl.where(m, u - mean[:, None], 0.0)
         uhat = u * rstd[:, None]
         if HAS_Z:
-            if GATE_AFTER:                                             # y = (uhat * w) * silu(z)
+            if GATE_AFTER:                                             # y = (uhat * w + b) * silu(z)
+                n = uhat * w[None, :]
+                if HAS_BIAS:
+                    n += bias[None, :]
                 tl.store(dz_ptr + rows[:, None] * D + c[None, :],
-                         (dy * uhat * w[None, :] * sg * (1.0 + zz * (1.0 - sg))).to(dz_ptr.dtype.element_ty), mask=m)
+                         (dy * n * sg * (1.0 + zz * (1.0 - sg))).to(dz_ptr.dtype.element_ty), mask=m)
                 dy = dy * zz * sg
         acc += dy * uhat                                               # 0 outside the rows and channels
+        if HAS_BIAS:
+            acc_b += dy
         wdy = dy * w[None, :]
         c1 = tl.sum(uhat * wdy, axis=1) / G
-        dh = (wdy - uhat * c1[:, None]) * rstd[:, None]
+        if IS_RMS:
+            dh = (wdy - uhat * c1[:, None]) * rstd[:, None]
+        else:
+            c2 = tl.sum(wdy, axis=1) / G
+            dh = tl.where(m, (wdy - uhat * c1[:, None] - c2[:, None]) * rstd[:, None], 0.0)
         if HAS_Z:
             if not GATE_AFTER:
                 tl.store(dz_ptr + rows[:, None] * D + c[None, :],
@@ -158,6 +184,8 @@ def _bwd_kernel(h_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, ds_ptr, dx_ptr, dz_ptr, d
         if HAS_RES:
             tl.store(dr_ptr + rows[:, None] * D + c[None, :], dh.to(dr_ptr.dtype.element_ty), mask=m)
     tl.store(dw_ptr + p * D + c, tl.sum(acc, axis=0), mask=mc)
+    if HAS_BIAS:
+        tl.store(db_ptr + p * D + c, tl.sum(acc_b, axis=0), mask=mc)
 
 
 def _unit_stride(t: torch.Tensor) -> torch.Tensor:
@@ -165,35 +193,38 @@ def _unit_stride(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-class _RMSNorm(torch.autograd.Function):
-    """x (rows, D), weight (D,), z (x's shape) or None, residual (x's shape) or None, groups of
-    ``group_size``: y, or (y, s) with a residual; ``gate_after``: the gate multiplies the norm's
-    output (norm_before_gate=True) instead of its input. Inputs' channels must be adjacent (stride 1)."""
+class _Norm(torch.autograd.Function):
+    """x (rows, D), weight (D,), bias (D,) or None (LayerNorm only), z (x's shape) or None, residual
+    (x's shape) or None, groups of ``group_size``: y, or (y, s) with a residual. ``gate_after``: the
+    gate multiplies the norm's output (norm_before_gate=True) instead of its input; ``rms``: RMSNorm,
+    else LayerNorm. Inputs' channels must be adjacent (stride 1)."""
 
     @staticmethod
-    def forward(ctx, x, weight, z, residual, eps, group_size, gate_after=False):
+    def forward(ctx, x, weight, bias, z, residual, eps, group_size, gate_after, rms):
         rows, d = x.shape
         ng = d // group_size
         y = torch.empty(rows, d, dtype=x.dtype, device=x.device)
         s = torch.empty(rows, d, dtype=torch.float32, device=x.device) if residual is not None else None
         rstd = torch.empty(rows, ng, dtype=torch.float32, device=x.device)
+        mean = None if rms else torch.empty(rows, ng, dtype=torch.float32, device=x.device)
         if rows:
             bt, bg, warps = fwd_config(group_size)
             _fwd_kernel[(triton.cdiv(rows, bt), ng)](
-                x, x if z is None else z, x if residual is None else residual, weight, y, y if s is None else s,
+                x, x if z is None else z, x if residual is None else residual, weight,
+                weight if bias is None else bias, y, y if s is None else s, rstd if mean is None else mean,
                 rstd, rows, group_size, ng, x.stride(0), 0 if z is None else z.stride(0),
                 0 if residual is None else residual.stride(0), eps,
-                HAS_Z=z is not None, GATE_AFTER=gate_after, HAS_RES=residual is not None, BT=bt, BG=bg,
-                num_warps=warps)
-        ctx.save_for_backward(x if s is None else s, weight, z, rstd)
-        ctx.group_size, ctx.x_dtype, ctx.gate_after = group_size, x.dtype, gate_after
+                IS_RMS=rms, HAS_BIAS=bias is not None, HAS_Z=z is not None, GATE_AFTER=gate_after,
+                HAS_RES=residual is not None, BT=bt, BG=bg, num_warps=warps)
+        ctx.save_for_backward(x if s is None else s, weight, bias, z, mean, rstd)
+        ctx.group_size, ctx.x_dtype, ctx.gate_after, ctx.rms = group_size, x.dtype, gate_after, rms
         ctx.residual_dtype = None if residual is None else residual.dtype
         ctx.set_materialize_grads(False)
         return y if s is None else (y, s)
 
     @staticmethod
     def backward(ctx, dy, ds=None):
-        h, weight, z, rstd = ctx.saved_tensors
+        h, weight, bias, z, mean, rstd = ctx.saved_tensors
         rows, d = h.shape
         g = ctx.group_size
         ng = d // g
@@ -206,28 +237,54 @@ class _RMSNorm(torch.autograd.Function):
         rpp = rows_per_program(rows)
         npr = triton.cdiv(rows, rpp)
         dw = torch.empty(npr, d, dtype=torch.float32, device=h.device)   # every (program, group) writes its slice
+        db = None if bias is None else torch.empty(npr, d, dtype=torch.float32, device=h.device)
         if rows:
             bt, bg, warps = bwd_config(g)
             _bwd_kernel[(npr, ng)](
-                h, h if z is None else z, weight, rstd, dy, dy if ds is None else ds, dx,
-                dx if dz is None else dz, dx if dr is None else dr, dw, rows, g, ng, h.stride(0),
-                0 if z is None else z.stride(0), dy.stride(0), 0 if ds is None else ds.stride(0),
-                HAS_Z=z is not None, GATE_AFTER=ctx.gate_after, HAS_RES=has_res, HAS_DS=ds is not None,
-                BT=bt, BG=bg, RPP=rpp, num_warps=warps)
-        return dx, dw.sum(0).to(weight.dtype), dz, dr, None, None, None
+                h, h if z is None else z, weight, weight if bias is None else bias, rstd if mean is None else mean,
+                rstd, dy, dy if ds is None else ds, dx, dx if dz is None else dz, dx if dr is None else dr, dw,
+                dw if db is None else db, rows, g, ng, h.stride(0), 0 if z is None else z.stride(0), dy.stride(0),
+                0 if ds is None else ds.stride(0),
+                IS_RMS=ctx.rms, HAS_BIAS=bias is not None, HAS_Z=z is not None, GATE_AFTER=ctx.gate_after,
+                HAS_RES=has_res, HAS_DS=ds is not None, BT=bt, BG=bg, RPP=rpp, num_warps=warps)
+        dbias = None if db is None else db.sum(0).to(bias.dtype)
+        return dx, dw.sum(0).to(weight.dtype), dbias, dz, dr, None, None, None, None
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, group_size: int) -> None:
+def _check(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, group_size: int) -> None:
     d = x.shape[-1]
     if group_size < 1 or d % group_size:
-        raise ValueError(f"rms_norm_triton: {d} channels are not a whole number of groups of {group_size}")
+        raise ValueError(f"{op}: {d} channels are not a whole number of groups of {group_size}")
     if group_size > MAX_WIDTH:
-        raise ValueError(f"rms_norm_triton: the Triton RMSNorm takes groups (the whole dim without groups) of at "
-                         f"most {MAX_WIDTH} channels, got {group_size}; use mamba-ssm's kernel or backend='torch'")
-    if weight.shape != (d,):
-        raise ValueError(f"rms_norm_triton: weight must have shape ({d},), got {tuple(weight.shape)}")
+        raise ValueError(f"{op}: the Triton norm takes groups (the whole dim without groups) of at most "
+                         f"{MAX_WIDTH} channels, got {group_size}; use mamba-ssm's kernel or backend='torch'")
+    if weight.shape != (d,) or (bias is not None and bias.shape != (d,)):
+        raise ValueError(f"{op}: weight{'' if bias is None else ' and bias'} must have shape ({d},), got "
+                         f"{tuple(weight.shape)}{'' if bias is None else f' and {tuple(bias.shape)}'}")
     if x.dtype not in DTYPES:
-        raise ValueError(f"rms_norm_triton: x must be float32, float16 or bfloat16, got {x.dtype}")
+        raise ValueError(f"{op}: x must be float32, float16 or bfloat16, got {x.dtype}")
+
+
+def _norm(op: str, x, weight, bias, eps, z, group_size, gate_after, rms) -> torch.Tensor:
+    d = x.shape[-1]
+    g = group_size or d
+    _check(op, x, weight, bias, g)
+    if z is not None and z.shape != x.shape:
+        raise ValueError(f"{op}: the gate z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
+    z2 = None if z is None else _unit_stride(z.reshape(-1, d))
+    y = _Norm.apply(_unit_stride(x.reshape(-1, d)), weight.contiguous(), None if bias is None else bias.contiguous(),
+                    z2, None, eps, g, bool(gate_after and z is not None), rms)
+    return y.reshape(x.shape)
+
+
+def _add_norm(op: str, x, residual, weight, bias, eps, rms) -> tuple[torch.Tensor, torch.Tensor]:
+    d = x.shape[-1]
+    _check(op, x, weight, bias, d)
+    if residual.shape != x.shape:
+        raise ValueError(f"{op}: the residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
+    y, s = _Norm.apply(_unit_stride(x.reshape(-1, d)), weight.contiguous(), None if bias is None else bias.contiguous(),
+                       None, _unit_stride(residual.reshape(-1, d)), eps, d, False, rms)
+    return y.reshape(x.shape), s.reshape(x.shape)
 
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, z: torch.Tensor | None = None,
@@ -235,26 +292,25 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, z: torch.
     """``rmsnorm(x) * weight``, or with a gate ``rmsnorm(x * silu(z)) * weight`` (norm_before_gate=False)
     or ``rmsnorm(x) * weight * silu(z)`` (norm_before_gate=True), over groups of ``group_size``
     channels (None: all d); x (..., d), z x's shape; y in x's dtype."""
-    d = x.shape[-1]
-    g = group_size or d
-    _check(x, weight, g)
-    if z is not None and z.shape != x.shape:
-        raise ValueError(f"rms_norm_triton: the gate z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
-    z2 = None if z is None else _unit_stride(z.reshape(-1, d))
-    y = _RMSNorm.apply(_unit_stride(x.reshape(-1, d)), weight.contiguous(), z2, None, eps, g,
-                       bool(norm_before_gate and z is not None))
-    return y.reshape(x.shape)
+    return _norm("rms_norm_triton", x, weight, None, eps, z, group_size, norm_before_gate, True)
+
+
+def layer_norm_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
+                      z: torch.Tensor | None = None, group_size: int | None = None) -> torch.Tensor:
+    """``layernorm(x) * weight + bias`` over groups of ``group_size`` channels (None: all d; with
+    groups, a GroupNorm with per-channel weight and bias), times ``silu(z)`` if given (the gate after
+    the norm: RWKV-6's output norm); x (..., d), z x's shape; y in x's dtype."""
+    return _norm("layer_norm_triton", x, weight, bias, eps, z, group_size, True, False)
 
 
 def add_rms_norm_triton(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                         eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rmsnorm(s) * weight in x's dtype, s)`` with ``s = residual + x`` in float32; x (..., d) a
     sub-block's output, ``residual`` x's shape (the float32 stream)."""
-    d = x.shape[-1]
-    _check(x, weight, d)
-    if residual.shape != x.shape:
-        raise ValueError(f"add_rms_norm_triton: the residual must have x's shape {tuple(x.shape)}, "
-                         f"got {tuple(residual.shape)}")
-    y, s = _RMSNorm.apply(_unit_stride(x.reshape(-1, d)), weight.contiguous(), None,
-                          _unit_stride(residual.reshape(-1, d)), eps, d)
-    return y.reshape(x.shape), s.reshape(x.shape)
+    return _add_norm("add_rms_norm_triton", x, residual, weight, None, eps, True)
+
+
+def add_layer_norm_triton(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(layernorm(s) * weight + bias in x's dtype, s)`` with ``s = residual + x`` in float32."""
+    return _add_norm("add_layer_norm_triton", x, residual, weight, bias, eps, False)
