@@ -110,5 +110,26 @@ def test_float16_kernels_stay_close_to_the_reference(interp):
         assert r[key] < 3e-3, (key, r[key])
 
 
+
+@pytest.mark.parametrize("width", [2, 4, 5])
+def test_the_kernels_compile_for_sm90(width):
+    """The forward and both backward passes built for sm_90 (``_sm90.compile_for_sm90``'s checks) at
+    the module's tiles, for a width of each path (W <= 4 loads its window once, W > 4 per shift),
+    with and without a carried window, with bias and SiLU (the models') and without."""
+    from _sm90 import compile_for_sm90, need_ptxas
+
+    from lengthgen.ops.triton import causal_conv1d as cc
+
+    need_ptxas()
+    low = {"x_ptr", "y_ptr", "dy_ptr", "dx_ptr"}
+    for state, bias_silu in ((False, True), (True, True), (False, False)):
+        flags = dict(W=width, HAS_STATE=state, HAS_BIAS=bias_silu, SILU=bias_silu)
+        bt, bd = cc.FWD_TILE
+        compile_for_sm90(cc._fwd_kernel, dict(flags, BT=bt, BD=bd), 4, low)
+        bt, bd = cc.DPRE_TILE
+        compile_for_sm90(cc._bwd_dpre_kernel, dict(flags, BT=bt, BD=bd, RB=cc.DPRE_ROWS), cc.DPRE_WARPS, low)
+    bt, bd = cc.DX_TILE
+    compile_for_sm90(cc._bwd_dx_kernel, dict(W=width, BT=bt, BD=bd), 4, low)
+
 if __name__ == "__main__":
     print(json.dumps(run_group("lengthgen.ops.triton.causal_conv1d", GROUPS, sys.argv[1])))

@@ -257,53 +257,27 @@ MODEL_CASES = {
     "ln_gate_after": (False, True, True, True, False),     # RWKV-6's per-head GroupNorm times silu(g)
     "ln_add": (False, True, False, False, True),           # RWKV-6's ffn_norm
 }
-SM90_SHARED_BYTES = 227 * 1024  # the most shared memory one block of an H100 / H200 may use
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
 def test_the_kernels_compile_for_sm90(case):
-    """Triton's interpreter does not compile; this builds each case's forward and backward (with and
-    without a gradient of the residual sum) for sm_90 with the installed Triton and its ptxas, at the
-    smallest and the widest group: it must compile, with the configured warps, within sm_90's
-    shared memory."""
-    import os
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    """Each case's forward and backward (with and without a gradient of the residual sum) built for
+    sm_90 at the smallest and the widest group (``_sm90.compile_for_sm90``'s checks)."""
+    from _sm90 import compile_for_sm90, need_ptxas
 
     from lengthgen.ops.triton import rms_norm as rn
 
-    try:
-        import triton.backends.nvidia as nvidia
-    except ImportError:
-        pytest.skip("this Triton has no NVIDIA backend")
-    if not os.path.exists(os.path.join(os.path.dirname(nvidia.__file__), "bin", "ptxas")):
-        pytest.skip("this Triton ships no ptxas")
-    low = {"x_ptr", "z_ptr", "y_ptr", "dy_ptr", "dx_ptr", "dz_ptr"}  # bf16 activations, as under autocast
-
-    def build(kernel, constexprs, warps):
-        sig = {}
-        for name in kernel.arg_names:
-            if name in constexprs:
-                sig[name] = "constexpr"
-            elif name.endswith("_ptr"):
-                sig[name] = "*bf16" if name in low else "*fp32"
-            else:
-                sig[name] = "fp32" if name == "eps" else "i32"
-        compiled = triton.compile(ASTSource(kernel, sig, constexprs=constexprs), target=GPUTarget("cuda", 90, 32),
-                                  options={"num_warps": warps})
-        assert compiled.metadata.num_warps == warps and len(compiled.asm["cubin"]) > 0
-        assert compiled.metadata.shared <= SM90_SHARED_BYTES, (case, constexprs, compiled.metadata.shared)
-
+    need_ptxas()
+    low = {"x_ptr", "z_ptr", "y_ptr", "dy_ptr", "dx_ptr", "dz_ptr"}
     rms, bias, z, after, res = MODEL_CASES[case]
     flags = dict(IS_RMS=rms, HAS_BIAS=bias, HAS_Z=z, GATE_AFTER=after, HAS_RES=res)
     for g in (8, rn.MAX_WIDTH):
         bt, bg, warps = rn.fwd_config(g)
-        build(rn._fwd_kernel, dict(flags, BT=bt, BG=bg), warps)
+        compile_for_sm90(rn._fwd_kernel, dict(flags, BT=bt, BG=bg), warps, low)
         bt, bg, warps = rn.bwd_config(g)
         for ds in (False, True) if res else (False,):
-            build(rn._bwd_kernel, dict(flags, HAS_DS=ds, BT=bt, BG=bg, RPP=rn.rows_per_program(65536)), warps)
+            compile_for_sm90(rn._bwd_kernel, dict(flags, HAS_DS=ds, BT=bt, BG=bg, RPP=rn.rows_per_program(65536)),
+                             warps, low)
 
 
 def test_the_ops_route_the_cases_it_covers_to_it(monkeypatch):
