@@ -134,11 +134,12 @@ def bench_case(arch: str, preset: str, options: Options, gpu_bound: bool = False
 
 def run(options: Options, section: SectionFile, args=None) -> None:
     wanted = getattr(args, "train_presets", None)
+    shapes = getattr(args, "train_shapes", None) or ("host_bound", "gpu_bound")
+    gpu_bounds = [g for g in (False, True) if ("gpu_bound" if g else "host_bound") in shapes]
     for arch, preset in (QUICK_CASES if options.quick else CASES):
         if wanted and options.preset(preset) not in wanted and preset not in wanted:
             continue
-        shapes = getattr(args, "train_shapes", None) or ("host_bound", "gpu_bound")
-        for gpu_bound in [g for g in (False, True) if ("gpu_bound" if g else "host_bound") in shapes]:
+        for gpu_bound in gpu_bounds:
             key = preset + (GPU_BOUND if gpu_bound else "")
             section.record(key, guarded(lambda: bench_case(arch, preset, options, gpu_bound,
                                                            getattr(args, "train_profile", False))))

@@ -134,10 +134,10 @@ def _bwd_kernel(h_ptr, z_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dy_ptr, ds_ptr, 
     c = g * G + cols
     D = NG * G
     w = tl.load(w_ptr + c, mask=mc, other=0.0).to(tl.float32)
+    acc = tl.zeros((BT, BG), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(b_ptr + c, mask=mc, other=0.0).to(tl.float32)
-    acc = tl.zeros((BT, BG), dtype=tl.float32)
-    acc_b = tl.zeros((BT, BG), dtype=tl.float32)
+        acc_b = tl.zeros((BT, BG), dtype=tl.float32)
     for i in range(0, RPP, BT):
         rows = p.to(tl.int64) * RPP + i + tl.arange(0, BT)
         mr = rows < M
