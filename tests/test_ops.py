@@ -423,7 +423,7 @@ def test_mamba_import_registers_stand_ins_only_for_missing_extensions(fake_mamba
 
 def test_public_names():
     assert set(ops.__all__) >= {"ssd_scan", "selective_scan", "gla_scan", "rwkv6_scan", "causal_conv1d",
-                                "initial_state_contribution"}  # fmt: skip
+                                "initial_state_contribution", "token_shift_lerp"}  # fmt: skip
 
 
 def test_kernel_padding_leaves_outputs_and_state_unchanged():
@@ -642,3 +642,90 @@ def test_cross_entropy_sum_reference_and_checks():
         cross_entropy_sum(logits, targets.double())
     with pytest.raises(RuntimeError, match="backend='kernel' needs"):
         cross_entropy_sum(logits, targets, backend="kernel")
+
+
+# ----------------------------------------------------------------------------- token-shift lerps
+def naive_token_shift_lerp(x, previous, mu, bias):
+    """x_t + (x_{t-1} - x_t) * (mu_i + bias_i), token by token (x_{-1} = previous or zeros)."""
+    outs = []
+    for i in range(mu.shape[-2]):
+        rows = []
+        for t in range(x.shape[1]):
+            before = x[:, t - 1] if t else (torch.zeros_like(x[:, 0]) if previous is None else previous)
+            m = mu[:, t, i] if mu.dim() == 4 else mu[i]
+            rows.append(x[:, t] + (before - x[:, t]) * (m if bias is None else m + bias[i]))
+        outs.append(torch.stack(rows, 1))
+    return outs
+
+
+@pytest.mark.parametrize("dynamic,with_prev,with_bias", [(False, True, False), (False, False, True),
+                                                         (True, True, True), (True, False, False)])
+@pytest.mark.parametrize("t", [1, 7])
+def test_token_shift_lerp_matches_loop_with_grads(dynamic, with_prev, with_bias, t):
+    from lengthgen.ops import token_shift_lerp
+
+    gen = torch.Generator().manual_seed(t)
+    b, d, n = 2, 5, 3
+    x = rand(b, t, d, gen=gen)
+    previous = rand(b, d, gen=gen) if with_prev else None
+    mu = rand(*((b, t, n, d) if dynamic else (n, d)), gen=gen)
+    bias = rand(n, d, gen=gen) if with_bias else None
+    outs = token_shift_lerp(x, previous, mu, bias)
+    want = naive_token_shift_lerp(x, previous, mu, bias)
+    assert len(outs) == n
+    probes = [torch.randn(o.shape, dtype=DT, generator=gen) for o in want]
+    leaves = [v for v in (x, previous, mu, bias) if v is not None]
+    grads = torch.autograd.grad(sum((o * p).sum() for o, p in zip(outs, probes)), leaves)
+    want_grads = torch.autograd.grad(sum((o * p).sum() for o, p in zip(want, probes)), leaves)
+    for o, w in zip(outs, want):
+        torch.testing.assert_close(o, w, **TOL)
+    for g, w in zip(grads, want_grads):
+        torch.testing.assert_close(g, w, **TOL)
+        assert w.abs().max() > 0  # every input matters
+
+    def fn(*tensors):
+        it = iter(tensors)
+        return token_shift_lerp(*(None if v is None else next(it) for v in (x, previous, mu, bias)))
+
+    assert torch.autograd.gradcheck(fn, leaves)
+
+
+def test_token_shift_lerp_split_and_carry_and_dtypes():
+    """A sequence split at s with previous = x[:, s - 1] gives the whole's outputs; outputs are in
+    the inputs' promoted dtype."""
+    from lengthgen.ops import token_shift_lerp
+
+    gen = torch.Generator().manual_seed(0)
+    x, mu, bias = rand(2, 9, 4, gen=gen), rand(2, 9, 3, 4, gen=gen), rand(3, 4, gen=gen)
+    whole = token_shift_lerp(x, None, mu, bias)
+    for s in (1, 4, 8):
+        first = token_shift_lerp(x[:, :s], None, mu[:, :s], bias)
+        second = token_shift_lerp(x[:, s:], x[:, s - 1], mu[:, s:], bias)
+        for w, a, c in zip(whole, first, second):
+            torch.testing.assert_close(torch.cat([a, c], 1), w, rtol=0, atol=0)
+    xf, mf = x.detach().float(), mu.detach()[0, 0].float()
+    assert token_shift_lerp(xf.bfloat16(), None, mf)[0].dtype == torch.float32
+    assert token_shift_lerp(xf.bfloat16(), None, mf.bfloat16())[0].dtype == torch.bfloat16
+    assert token_shift_lerp(xf, None, mu.detach().bfloat16(), bias.detach().float())[0].dtype == torch.float32
+    assert token_shift_lerp(xf, None, mf, bias)[0].dtype == torch.float64
+
+
+def test_token_shift_lerp_bad_shapes():
+    from lengthgen.ops import token_shift_lerp
+
+    x, mu = torch.zeros(2, 3, 4), torch.zeros(2, 4)
+    bad = [
+        ((torch.zeros(3, 4), None, mu), r"x must be \(B, T, D\)"),
+        ((torch.zeros(2, 0, 4), None, mu), r"at least one token"),
+        ((x, None, torch.zeros(2, 5)), r"mu must be \(n, 4\) or \(B, T, n, 4\)"),
+        ((x, None, torch.zeros(0, 4)), r"n >= 1"),
+        ((x, None, torch.zeros(3, 4)[None]), r"mu must be"),
+        ((x, None, torch.zeros(2, 2, 5, 4)), r"data-dependent mu must be \(2, 3, n, 4\)"),
+        ((x, torch.zeros(2, 3), mu), r"previous must be \(2, 4\)"),
+        ((x, None, mu, torch.zeros(3, 4)), r"bias must be \(2, 4\)"),
+    ]
+    for args, message in bad:
+        with pytest.raises(ValueError, match=message):
+            token_shift_lerp(*args)
+    with pytest.raises(RuntimeError, match="backend='kernel' needs"):
+        token_shift_lerp(x, None, mu, backend="kernel")

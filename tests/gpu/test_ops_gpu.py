@@ -435,3 +435,72 @@ def test_cross_entropy_kernel(dtype, vocab):
         assert torch.equal(grad[::3], torch.zeros_like(grad[::3]))
         bad = {k: v for k, v in errors.items() if not v < TOLERANCE[dtype]}
         assert not bad, f"cross_entropy_sum {dtype}: errors above {TOLERANCE[dtype]}: {bad}"
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "autocast_bf16"])
+@pytest.mark.parametrize("length", [2048, 300])
+def test_token_shift_lerp_kernel(length, autocast):
+    """lengthgen's Triton token-shift interpolations at RWKV-6-70m's time mix (B = 4, D = 512, the
+    five data-dependent mu in bfloat16 as the einsum gives them under autocast, x_bias float32):
+    the outputs (bfloat16 under autocast, else float32) and the gradients of x, previous, mu and the
+    bias vs float64, each within its dtype's tolerance (everything bfloat16's under autocast: the
+    gradients carry the outputs' rounding); bit-identical outputs and gradients from two calls."""
+    from lengthgen.ops import token_shift_lerp
+
+    need("triton_token_mix")
+    gen = torch.Generator(device=DEV).manual_seed(7)
+    b, d, n = 4, 512, 5
+    x = leaf(torch.randn(b, length, d, device=DEV, generator=gen), torch.float32)
+    previous = leaf(torch.randn(b, d, device=DEV, generator=gen), torch.float32)
+    mu = leaf(0.5 * torch.randn(b, length, n, d, device=DEV, generator=gen), torch.bfloat16)
+    bias = leaf(0.5 * torch.randn(n, d, device=DEV, generator=gen), torch.float32)
+    inputs = [x, previous, mu, bias]
+    probes = [torch.randn(b, length, d, device=DEV, dtype=torch.float64, generator=gen) for _ in range(n)]
+
+    def run():
+        with torch.autocast(DEV, dtype=torch.bfloat16, enabled=autocast):
+            outs = token_shift_lerp(*inputs, backend="kernel")
+        loss = sum((o.double() * p).sum() for o, p in zip(outs, probes))
+        return [o.detach() for o in outs] + list(torch.autograd.grad(loss, inputs))
+
+    got = run()
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    ref_outs = token_shift_lerp(*ref_inputs, backend="torch")
+    ref_grads = torch.autograd.grad(sum((o * p).sum() for o, p in zip(ref_outs, probes)), ref_inputs)
+    names = [f"out{i}" for i in range(n)] + ["dx", "dprevious", "dmu", "dbias"]
+    errors = {k: rel(a, r) for k, a, r in zip(names, got, list(ref_outs) + list(ref_grads))}
+    print(f"\ntoken_shift_lerp T={length} autocast={autocast}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+    out_dtype = torch.bfloat16 if autocast else torch.float32
+    assert all(o.dtype == out_dtype for o in got[:n])
+    assert [g.dtype for g in got[n:]] == [t.dtype for t in inputs]
+    bad = {k: v for k, v, t in zip(names, errors.values(), got)
+           if not v < TOLERANCE[torch.bfloat16 if autocast else t.dtype]}
+    assert not bad, f"token_shift_lerp: errors above tolerance: {bad}"
+    assert all(torch.equal(a, c) for a, c in zip(got, run())), "two calls differ"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_squared_relu_kernel(dtype):
+    """lengthgen's one-pass squared ReLU at RWKV-6-70m's channel-mix width (4 x 2048 x 1792):
+    float32 bit-identical to torch's ``relu(x).square()`` forward and backward, bfloat16 within its
+    tolerance of float64."""
+    from lengthgen.ops import squared_relu
+
+    need("triton_squared_relu")
+    gen = torch.Generator(device=DEV).manual_seed(3)
+    x = leaf(torch.randn(4, 2048, 1792, device=DEV, generator=gen), dtype)
+    dy = torch.randn(x.shape, device=DEV, generator=gen).to(dtype)
+    y = squared_relu(x, backend="kernel")
+    (dx,) = torch.autograd.grad(y, x, dy)
+    xr = x.detach().double().requires_grad_()
+    yr = squared_relu(xr, backend="torch")
+    (dxr,) = torch.autograd.grad(yr, xr, dy.double())
+    errors = {"out": rel(y, yr), "dx": rel(dx, dxr)}
+    print(f"\nsquared_relu {dtype}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+    assert y.dtype == dx.dtype == dtype
+    assert all(v < TOLERANCE[dtype] for v in errors.values()), errors
+    if dtype == torch.float32:
+        xt = x.detach().clone().requires_grad_()
+        yt = squared_relu(xt, backend="torch")
+        (dxt,) = torch.autograd.grad(yt, xt, dy)
+        assert torch.equal(y, yt) and torch.equal(dx, dxt)

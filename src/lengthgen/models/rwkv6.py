@@ -15,9 +15,12 @@ Time mix of block input x_t (the attn_norm output), with delta_t = x_{t-1} - x_t
     o_t = r_t (S_{t-1} + diag(u) k_t^T v_t),  S_t = diag(exp(w_t)) S_{t-1} + k_t^T v_t  (``ops.rwkv6_scan``)
     out = o_proj(GroupNorm_heads(o) * swish(g))
 Channel mix of its input y_t (the ffn_norm output): ``sigmoid(receptance) * value(relu(key)^2)``,
-both lerped with y_{t-1} - y_t.  The state of a layer is ``ssm`` (B, H, K, V) and the two token
-shifts, exactly the tensors fla shifts: ``shift_tm`` = the last attn_norm output, ``shift_cm`` =
-the last ffn_norm output (each (B, d_model)); a zero shift is fla's zero padding at the start.
+both lerped with y_{t-1} - y_t.  The interpolations ``x_t + mu * delta_t`` run through
+``ops.token_shift_lerp``, one call (one Triton kernel on CUDA, delta never stored) for the time
+mix's first, one for its five data-dependent ones and one for the channel mix's two; the linears
+take its outputs.  The state of a layer is ``ssm`` (B, H, K, V) and the two token shifts, exactly
+the tensors fla shifts: ``shift_tm`` = the last attn_norm output, ``shift_cm`` = the last ffn_norm
+output (each (B, d_model)); a zero shift is fla's zero padding at the start.
 
 Preset ``rwkv6-70m``: the paper trains an RWKV-6 "70m" (Figure 10) without listing its shape.  We
 take the GLA-70m row of Table 2 (6 layers, d_model 512, 4 heads) with fla's RWKV-6 defaults
@@ -32,14 +35,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lengthgen.models.base import LanguageModel, ModelConfig
 from lengthgen.models.fla_shared import (
     FlaHeads, build_fla_config, fla_config_values, load_fla_folder, skeleton_key_from_fla,
 )  # fmt: skip
-from lengthgen.ops import add_layer_norm, layer_norm, rwkv6_scan
+from lengthgen.ops import add_layer_norm, layer_norm, rwkv6_scan, squared_relu, token_shift_lerp
 
 ARCH = "rwkv6"
 
@@ -131,7 +133,8 @@ class LoRA(nn.Module):
 
 
 class LerpLinear(nn.Module):
-    """``linear(x + delta * mu)`` with a learned static ``mu`` (fla's ``LerpLinear``)."""
+    """``linear(x + delta * mu)`` with a learned static ``mu`` (fla's ``LerpLinear``). The blocks
+    call ``ops.token_shift_lerp`` with ``mu`` and then ``linear``; ``forward`` is fla's module alone."""
 
     def __init__(self, d_in: int, d_out: int):
         super().__init__()
@@ -143,7 +146,8 @@ class LerpLinear(nn.Module):
 
 
 class DDLerpLinear(nn.Module):
-    """``linear(x + delta * mu)`` with a data-dependent ``mu`` (fla's ``DDLerpLinear``)."""
+    """``linear(x + delta * mu)`` with a data-dependent ``mu`` (fla's ``DDLerpLinear``); the time
+    mix runs the interpolation of all five at once (``ops.token_shift_lerp``), then ``linear``."""
 
     def __init__(self, d_in: int, d_out: int, low_rank_dim: int | None = None):
         super().__init__()
@@ -151,13 +155,6 @@ class DDLerpLinear(nn.Module):
 
     def forward(self, x: Tensor, mu: Tensor, delta: Tensor) -> Tensor:
         return self.linear(x + delta * mu)
-
-
-def token_shift_delta(x: Tensor, previous: Tensor | None) -> Tensor:
-    """``x_{t-1} - x_t`` along dim 1, with ``previous`` (B, D) as x_{-1} (None: zeros, fla's padding)."""
-    if previous is None:
-        return F.pad(x[:, :-1], (0, 0, 1, 0)) - x
-    return torch.cat([previous.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1) - x
 
 
 class RWKV6TimeMix(nn.Module):
@@ -183,16 +180,17 @@ class RWKV6TimeMix(nn.Module):
 
     def forward(self, x: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         b, t, d = x.shape
-        delta = token_shift_delta(x, state.get("shift_tm"))
-        lowrank = self.x_proj[1](self.x_proj[0](x, delta)).view(b, t, 5, self.rank)
-        mix = torch.einsum("btnr,dnr->btnd", lowrank, self.x_proj[2].weight.view(d, 5, self.rank)) + self.x_bias
-        mu_r, mu_w, mu_k, mu_v, mu_g = mix.unbind(-2)
+        prev = state.get("shift_tm")
+        (xx,) = token_shift_lerp(x, prev, self.x_proj[0].mu.unsqueeze(0), backend=self.backend)
+        lowrank = self.x_proj[1](self.x_proj[0].linear(xx)).view(b, t, 5, self.rank)
+        mix = torch.einsum("btnr,dnr->btnd", lowrank, self.x_proj[2].weight.view(d, 5, self.rank))
+        xr, xw, xk, xv, xg = token_shift_lerp(x, prev, mix, self.x_bias, backend=self.backend)
         heads_k = (b, t, self.num_heads, self.head_k_dim)
-        r = self.r_proj(x, mu_r, delta).view(heads_k)
-        w = -torch.exp(self.w_proj(x, mu_w, delta)).view(heads_k)
-        k = self.k_proj(x, mu_k, delta).view(heads_k)
-        v = self.v_proj(x, mu_v, delta).view(b, t, self.num_heads, self.head_v_dim)
-        g = self.g_proj(x, mu_g, delta)
+        r = self.r_proj.linear(xr).view(heads_k)
+        w = -torch.exp(self.w_proj.linear(xw)).view(heads_k)
+        k = self.k_proj.linear(xk).view(heads_k)
+        v = self.v_proj.linear(xv).view(b, t, self.num_heads, self.head_v_dim)
+        g = self.g_proj.linear(xg)
         o, ssm = rwkv6_scan(r, k, v, w, self.bonus, scale=1.0, initial_state=state.get("ssm"), backend=self.backend)
         o = self.g_norm(o.reshape(b, t, -1), z=g)  # group norm times silu(g), one op
         return self.o_proj(o), {"ssm": ssm, "shift_tm": x[:, -1]}
@@ -206,11 +204,12 @@ class RWKV6ChannelMix(nn.Module):
         self.key = LerpLinear(c.d_model, c.ffn_size)
         self.value = nn.Linear(c.ffn_size, c.d_model, bias=False)
         self.receptance = LerpLinear(c.d_model, c.d_model)
+        self.backend = "auto"
 
-    def forward(self, x: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
-        delta = token_shift_delta(x, previous)
-        value = self.value(F.relu(self.key(x, delta)).square())
-        return torch.sigmoid(self.receptance(x, delta)) * value, x[:, -1]
+    def forward(self, x: Tensor, previous: Tensor | None) -> tuple[Tensor, Tensor]:
+        xk, xr = token_shift_lerp(x, previous, torch.stack([self.key.mu, self.receptance.mu]), backend=self.backend)
+        value = self.value(squared_relu(self.key.linear(xk), backend=self.backend))
+        return torch.sigmoid(self.receptance.linear(xr)) * value, x[:, -1]
 
 
 class RWKV6Block(nn.Module):

@@ -5,6 +5,7 @@ returns ``(output, final_state)``; the plain torch references are exact in float
 """
 
 from lengthgen.ops._backend import BACKENDS
+from lengthgen.ops.activations import squared_relu
 from lengthgen.ops.conv import causal_conv1d
 from lengthgen.ops.cross_entropy import cross_entropy_sum
 from lengthgen.ops.gla import gla_scan
@@ -14,6 +15,7 @@ from lengthgen.ops.rwkv6 import rwkv6_scan
 from lengthgen.ops.selective_scan import selective_scan
 from lengthgen.ops.ssd import ssd_scan
 from lengthgen.ops.swiglu import swiglu_linear
+from lengthgen.ops.token_mix import token_shift_lerp
 
 __all__ = [
     "BACKENDS",
@@ -28,5 +30,7 @@ __all__ = [
     "rwkv6_scan",
     "selective_scan",
     "ssd_scan",
+    "squared_relu",
     "swiglu_linear",
+    "token_shift_lerp",
 ]

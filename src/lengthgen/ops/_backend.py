@@ -76,6 +76,14 @@ def _import_triton_norm() -> None:
     importlib.import_module("lengthgen.ops.triton.rms_norm")
 
 
+def _import_triton_token_mix() -> None:
+    importlib.import_module("lengthgen.ops.triton.token_mix")
+
+
+def _import_triton_squared_relu() -> None:
+    importlib.import_module("lengthgen.ops.triton.squared_relu")
+
+
 def _import_causal_conv1d() -> None:
     from lengthgen.ops._mamba_import import causal_conv1d_fn
 
@@ -95,6 +103,8 @@ KERNELS: dict[str, tuple[str, Callable[[], None]]] = {
     "causal_conv1d": ("causal-conv1d built with its CUDA extension", _import_causal_conv1d),
     "triton_conv": ("triton (lengthgen's depthwise causal conv1d kernel)", _import_triton_conv),
     "triton_norm": ("triton (lengthgen's RMSNorm and LayerNorm kernel: plain, gated, grouped, with a residual add)", _import_triton_norm),
+    "triton_token_mix": ("triton (lengthgen's fused token-shift interpolations of RWKV-6)", _import_triton_token_mix),
+    "triton_squared_relu": ("triton (lengthgen's one-pass squared ReLU)", _import_triton_squared_relu),
     "fla_cross_entropy": ("flash-linear-attention (fla-core, its fused cross-entropy kernel)",
                           _import_fla_cross_entropy),
 }
