@@ -133,28 +133,22 @@ class LoRA(nn.Module):
 
 
 class LerpLinear(nn.Module):
-    """``linear(x + delta * mu)`` with a learned static ``mu`` (fla's ``LerpLinear``). The blocks
-    call ``ops.token_shift_lerp`` with ``mu`` and then ``linear``; ``forward`` is fla's module alone."""
+    """The parameters of fla's ``LerpLinear``, ``linear(x + delta * mu)`` with a learned static
+    ``mu``: the blocks interpolate with ``ops.token_shift_lerp`` and then call ``linear``."""
 
     def __init__(self, d_in: int, d_out: int):
         super().__init__()
         self.linear = nn.Linear(d_in, d_out, bias=False)
         self.mu = nn.Parameter(torch.zeros(d_in))
 
-    def forward(self, x: Tensor, delta: Tensor) -> Tensor:
-        return self.linear(x + delta * self.mu)
-
 
 class DDLerpLinear(nn.Module):
-    """``linear(x + delta * mu)`` with a data-dependent ``mu`` (fla's ``DDLerpLinear``); the time
-    mix runs the interpolation of all five at once (``ops.token_shift_lerp``), then ``linear``."""
+    """The parameters of fla's ``DDLerpLinear``, ``linear(x + delta * mu)`` with a data-dependent
+    ``mu``: the time mix interpolates all five at once (``ops.token_shift_lerp``), then ``linear``."""
 
     def __init__(self, d_in: int, d_out: int, low_rank_dim: int | None = None):
         super().__init__()
         self.linear = nn.Linear(d_in, d_out, bias=False) if low_rank_dim is None else LoRA(d_in, d_out, low_rank_dim)
-
-    def forward(self, x: Tensor, mu: Tensor, delta: Tensor) -> Tensor:
-        return self.linear(x + delta * mu)
 
 
 class RWKV6TimeMix(nn.Module):
